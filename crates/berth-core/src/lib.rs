@@ -1,0 +1,15 @@
+//! The berth domain: service specs and their validation, join tokens, the
+//! replicated cluster state and the one pure function that changes it.
+//!
+//! Invariant: no I/O, no clock, no randomness. Timestamps and random bytes
+//! are passed in by the caller, so applying the same commands to the same
+//! state always gives the same result.
+
+pub mod error;
+pub mod spec;
+pub mod state;
+pub mod token;
+
+pub use error::CoreError;
+pub use spec::*;
+pub use state::*;

@@ -1,0 +1,22 @@
+//! Compiles `proto/berth/v1/*.proto` with a vendored `protoc`, so a fresh
+//! machine needs no system protobuf compiler.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // SAFETY of intent: build scripts are single-threaded; prost-build reads PROTOC.
+    std::env::set_var("PROTOC", protoc);
+
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = ["berth/v1/cluster.proto", "berth/v1/raft.proto"];
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("berth_descriptor.bin"))
+        .compile_protos(&files.map(|f| root.join(f)), &[root.clone()])?;
+    for f in files {
+        println!("cargo:rerun-if-changed={}", root.join(f).display());
+    }
+    Ok(())
+}
