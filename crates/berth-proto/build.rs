@@ -14,7 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("berth_descriptor.bin"))
-        .compile_protos(&files.map(|f| root.join(f)), &[root.clone()])?;
+        .compile_protos(&files.map(|f| root.join(f)), std::slice::from_ref(&root))?;
     for f in files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }

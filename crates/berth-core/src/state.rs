@@ -138,6 +138,11 @@ impl ClusterState {
             .and_then(|id| self.services.get(id))
     }
 
+    /// The response already given to `request_id`, if it was applied.
+    pub fn previous_response(&self, request_id: &str) -> Option<&Response> {
+        self.requests.get(request_id)
+    }
+
     pub fn services(&self) -> impl Iterator<Item = &Service> {
         self.services.values()
     }

@@ -1,0 +1,448 @@
+//! `ClusterApi`, the public gRPC API. Thin: it converts and validates wire
+//! input, then hands commands to [`ManagerNode`], which finds the leader.
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_core::token::{hash_token, JoinToken, Role};
+use berth_core::{Command, CoreError, Outcome};
+use berth_proto::v1 as pb;
+use berth_proto::v1::cluster_api_client::ClusterApiClient;
+use berth_proto::v1::cluster_api_server::ClusterApi;
+use berth_store::WatchItem;
+use futures::Stream;
+use tokio::sync::broadcast::error::RecvError;
+use tonic::{Request, Response, Status};
+use tracing::{info, instrument};
+
+use crate::convert::{service_to_proto, spec_from_proto};
+use crate::error::ManagerError;
+use crate::node::{random_bytes, ManagerNode};
+
+/// A client request larger than this is refused before it is decoded.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// `cluster status` gives up on a member that does not answer in this time.
+pub const PING_TIMEOUT_MS: u64 = 300;
+/// Events buffered per watch stream towards a slow client.
+pub const WATCH_STREAM_BUFFER: usize = 256;
+
+pub struct Api {
+    pub node: Arc<ManagerNode>,
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
+
+fn request_id_or_new(id: String) -> String {
+    if id.is_empty() {
+        uuid::Uuid::new_v4().to_string()
+    } else {
+        id
+    }
+}
+
+fn service_reply(outcome: Outcome, index_hint: u64) -> Result<Response<pb::ServiceReply>, Status> {
+    match outcome {
+        Outcome::Service(service) => Ok(Response::new(pb::ServiceReply {
+            index: service.version.max(index_hint),
+            service: Some(service_to_proto(&service)),
+        })),
+        other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+fn invalid(e: CoreError) -> Status {
+    ManagerError::Refused(e).into()
+}
+
+impl Api {
+    async fn read_barrier(&self, consistency: i32) -> Result<(), Status> {
+        if consistency == pb::ReadConsistency::Local as i32 {
+            return Ok(());
+        }
+        self.node.read_barrier().await.map_err(Status::from)
+    }
+
+    /// The leader's `ClusterApi`, for the few calls only the leader can run.
+    fn leader_api(&self) -> Result<Option<ClusterApiClient<tonic::transport::Channel>>, Status> {
+        match self.node.leader() {
+            Some((leader, _)) if leader == self.node.id => Ok(None),
+            Some((_, addr)) => {
+                let channel = self
+                    .node
+                    .peers
+                    .channel(&addr)
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                Ok(Some(ClusterApiClient::new(channel)))
+            }
+            None => Err(ManagerError::NoQuorum("no leader is elected right now".into()).into()),
+        }
+    }
+
+    fn check_token(&self, token: &str, wanted: Role) -> Result<(), Status> {
+        let parsed: JoinToken = token
+            .parse()
+            .map_err(|e: CoreError| Status::invalid_argument(e.to_string()))?;
+        let cluster = self
+            .node
+            .view
+            .read(|state, _| state.cluster.clone())
+            .ok_or_else(|| Status::unavailable("the cluster is still initialising"))?;
+        if parsed.cluster_id != cluster.id {
+            return Err(Status::permission_denied(format!(
+                "this token belongs to cluster {}, not to this cluster ({})",
+                parsed.cluster_id, cluster.id
+            )));
+        }
+        if parsed.role != wanted {
+            return Err(Status::permission_denied(format!(
+                "this is a {} join token; a {wanted} joins with the {wanted} token (`berth join-token {wanted}`)",
+                parsed.role
+            )));
+        }
+        let expected = match wanted {
+            Role::Manager => cluster.manager_token_hash,
+            Role::Worker => cluster.worker_token_hash,
+        };
+        if hash_token(token.trim()) != expected {
+            return Err(Status::permission_denied(
+                "invalid join token: it does not match this cluster's current token",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl ClusterApi for Api {
+    #[instrument(skip_all, fields(node = self.node.id))]
+    async fn create_service(
+        &self,
+        request: Request<pb::CreateServiceRequest>,
+    ) -> Result<Response<pb::ServiceReply>, Status> {
+        let request = request.into_inner();
+        let spec = spec_from_proto(
+            request
+                .spec
+                .ok_or_else(|| invalid(CoreError::invalid("spec", "is required")))?,
+        )
+        .map_err(invalid)?;
+        let id = hex_id();
+        let outcome = self
+            .node
+            .write(
+                request_id_or_new(request.request_id),
+                Command::CreateService { id, spec },
+            )
+            .await?;
+        service_reply(outcome, 0)
+    }
+
+    #[instrument(skip_all, fields(node = self.node.id))]
+    async fn update_service(
+        &self,
+        request: Request<pb::UpdateServiceRequest>,
+    ) -> Result<Response<pb::ServiceReply>, Status> {
+        let request = request.into_inner();
+        let spec = spec_from_proto(
+            request
+                .spec
+                .ok_or_else(|| invalid(CoreError::invalid("spec", "is required")))?,
+        )
+        .map_err(invalid)?;
+        let command = Command::UpdateService {
+            name: request.name,
+            spec,
+            expected_version: request.expected_version,
+        };
+        let outcome = self
+            .node
+            .write(request_id_or_new(request.request_id), command)
+            .await?;
+        service_reply(outcome, 0)
+    }
+
+    #[instrument(skip_all, fields(node = self.node.id))]
+    async fn scale_service(
+        &self,
+        request: Request<pb::ScaleServiceRequest>,
+    ) -> Result<Response<pb::ServiceReply>, Status> {
+        let request = request.into_inner();
+        let replicas = berth_core::non_negative("replicas", request.replicas).map_err(invalid)?;
+        let command = Command::ScaleService {
+            name: request.name,
+            replicas,
+        };
+        let outcome = self
+            .node
+            .write(request_id_or_new(request.request_id), command)
+            .await?;
+        service_reply(outcome, 0)
+    }
+
+    #[instrument(skip_all, fields(node = self.node.id))]
+    async fn remove_service(
+        &self,
+        request: Request<pb::RemoveServiceRequest>,
+    ) -> Result<Response<pb::RemoveServiceReply>, Status> {
+        let request = request.into_inner();
+        let command = Command::RemoveService { name: request.name };
+        match self
+            .node
+            .write(request_id_or_new(request.request_id), command)
+            .await?
+        {
+            Outcome::ServiceRemoved { id } => Ok(Response::new(pb::RemoveServiceReply {
+                id,
+                index: self.node.view.applied_index(),
+            })),
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    async fn get_service(
+        &self,
+        request: Request<pb::GetServiceRequest>,
+    ) -> Result<Response<pb::ServiceReply>, Status> {
+        let request = request.into_inner();
+        self.read_barrier(request.consistency).await?;
+        let (service, index) = self
+            .node
+            .view
+            .read(|state, index| (state.service(&request.name).cloned(), index));
+        let service =
+            service.ok_or_else(|| invalid(CoreError::not_found("service", &request.name)))?;
+        Ok(Response::new(pb::ServiceReply {
+            service: Some(service_to_proto(&service)),
+            index,
+        }))
+    }
+
+    async fn list_services(
+        &self,
+        request: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesReply>, Status> {
+        self.read_barrier(request.into_inner().consistency).await?;
+        let (services, index) = self
+            .node
+            .view
+            .read(|state, index| (state.services().map(service_to_proto).collect(), index));
+        Ok(Response::new(pb::ListServicesReply { services, index }))
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusReply>, Status> {
+        let metrics = self.node.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let matched = metrics.replication.clone().unwrap_or_default();
+        let pings = membership.nodes().map(|(id, node)| {
+            let (id, addr) = (*id, node.addr.clone());
+            let peers = self.node.peers.clone();
+            let me = self.node.id;
+            async move {
+                if id == me {
+                    return (id, addr, true);
+                }
+                let reachable = match peers.raft_client(&addr) {
+                    Ok(mut client) => {
+                        let mut ping = Request::new(pb::PingRequest {});
+                        ping.set_timeout(Duration::from_millis(PING_TIMEOUT_MS));
+                        client.ping(ping).await.is_ok()
+                    }
+                    Err(_) => false,
+                };
+                (id, addr, reachable)
+            }
+        });
+        let results = futures::future::join_all(pings).await;
+        let members: Vec<pb::ManagerMember> = results
+            .into_iter()
+            .map(|(id, address, reachable)| pb::ManagerMember {
+                id,
+                address,
+                voter: voters.contains(&id),
+                reachable,
+                leader: metrics.current_leader == Some(id),
+                matched_index: if id == self.node.id {
+                    metrics.last_log_index
+                } else {
+                    matched.get(&id).copied().flatten().map(|l| l.index)
+                },
+            })
+            .collect();
+        let commit_index = commit_index(&members, &voters)
+            .unwrap_or_else(|| metrics.last_applied.map_or(0, |l| l.index));
+        let leader_address = metrics
+            .current_leader
+            .and_then(|l| membership.get_node(&l).map(|n| n.addr.clone()))
+            .unwrap_or_default();
+        Ok(Response::new(pb::ClusterStatusReply {
+            cluster_id: self.node.identity.cluster_id.clone(),
+            answered_by: self.node.id,
+            leader_id: metrics.current_leader,
+            leader_address,
+            term: metrics.current_term,
+            commit_index,
+            applied_index: metrics.last_applied.map_or(0, |l| l.index),
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            members,
+        }))
+    }
+
+    async fn get_join_token(
+        &self,
+        request: Request<pb::GetJoinTokenRequest>,
+    ) -> Result<Response<pb::GetJoinTokenReply>, Status> {
+        let token = match request.into_inner().role() {
+            pb::TokenRole::Manager => self.node.identity.manager_token.clone(),
+            pb::TokenRole::Worker => self.node.identity.worker_token.clone(),
+        };
+        Ok(Response::new(pb::GetJoinTokenReply { token }))
+    }
+
+    #[instrument(skip_all, fields(node = self.node.id))]
+    async fn join_manager(
+        &self,
+        request: Request<pb::JoinManagerRequest>,
+    ) -> Result<Response<pb::JoinManagerReply>, Status> {
+        let request = request.into_inner();
+        self.check_token(&request.token, Role::Manager)?;
+        if request.advertise_address.trim().is_empty() {
+            return Err(invalid(CoreError::invalid(
+                "advertise_address",
+                "must not be empty",
+            )));
+        }
+        if let Some(mut leader) = self.leader_api()? {
+            return leader.join_manager(request).await;
+        }
+        let node_id = if request.node_id == 0 {
+            let command = Command::AllocateManagerId {
+                address: request.advertise_address.clone(),
+            };
+            match self
+                .node
+                .write(uuid::Uuid::new_v4().to_string(), command)
+                .await?
+            {
+                Outcome::ManagerId(id) => {
+                    info!(manager = id, address = %request.advertise_address, "allocated manager id");
+                    id
+                }
+                other => return Err(Status::internal(format!("unexpected outcome {other:?}"))),
+            }
+        } else {
+            self.node
+                .add_manager(request.node_id, request.advertise_address.clone())
+                .await?;
+            request.node_id
+        };
+        Ok(Response::new(pb::JoinManagerReply {
+            cluster_id: self.node.identity.cluster_id.clone(),
+            node_id,
+            manager_token: self.node.identity.manager_token.clone(),
+            worker_token: self.node.identity.worker_token.clone(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(node = self.node.id))]
+    async fn remove_manager(
+        &self,
+        request: Request<pb::RemoveManagerRequest>,
+    ) -> Result<Response<pb::RemoveManagerReply>, Status> {
+        let request = request.into_inner();
+        if let Some(mut leader) = self.leader_api()? {
+            return leader.remove_manager(request).await;
+        }
+        self.node.remove_manager(request.node_id).await?;
+        info!(
+            manager = request.node_id,
+            "manager removed from the cluster"
+        );
+        Ok(Response::new(pb::RemoveManagerReply {}))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let start = self.node.view.watch(request.into_inner().from_index);
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_STREAM_BUFFER);
+        tokio::spawn(async move {
+            let mut live = start.live;
+            for item in start.backlog {
+                let resync = matches!(item, WatchItem::Resync { .. });
+                if tx.send(Ok(watch_event(item))).await.is_err() || resync {
+                    return;
+                }
+            }
+            loop {
+                let item = match live.recv().await {
+                    Ok(item) => item,
+                    Err(RecvError::Lagged(missed)) => WatchItem::Resync {
+                        index: 0,
+                        reason: format!("this watcher fell {missed} changes behind"),
+                    },
+                    Err(RecvError::Closed) => return,
+                };
+                let resync = matches!(item, WatchItem::Resync { .. });
+                if tx.send(Ok(watch_event(item))).await.is_err() || resync {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+fn watch_event(item: WatchItem) -> pb::WatchEvent {
+    use pb::watch_event::Change as Wire;
+    match item {
+        WatchItem::Change { index, change } => {
+            let change = match change {
+                berth_core::Change::ServiceUpserted(service) => {
+                    Wire::ServiceUpserted(service_to_proto(&service))
+                }
+                berth_core::Change::ServiceRemoved { id, name } => {
+                    Wire::ServiceRemoved(pb::ServiceRemoved { id, name })
+                }
+            };
+            pb::WatchEvent {
+                index,
+                change: Some(change),
+            }
+        }
+        WatchItem::Resync { index, reason } => pb::WatchEvent {
+            index,
+            change: Some(Wire::Resync(pb::Resync { reason })),
+        },
+    }
+}
+
+/// The highest index stored on a majority of voters, from the leader's
+/// replication view; `None` when this manager is not the leader.
+fn commit_index(members: &[pb::ManagerMember], voters: &BTreeSet<u64>) -> Option<u64> {
+    let mut matched: Vec<u64> = members
+        .iter()
+        .filter(|m| voters.contains(&m.id))
+        .map(|m| m.matched_index)
+        .collect::<Option<Vec<_>>>()?;
+    if matched.is_empty() {
+        return None;
+    }
+    matched.sort_unstable_by(|a, b| b.cmp(a));
+    matched.get(matched.len() / 2).copied()
+}
+
+fn hex_id() -> String {
+    let bytes: [u8; 12] = random_bytes();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,343 @@
+//! Conversions between the wire types (`berth_proto::v1`) and the domain
+//! (`berth_core`). Wire input is untrusted: every conversion names the
+//! field it rejects, with the accepted values.
+
+use berth_core::{
+    non_negative, CoreError, EnvVar, HealthCheck, PortMapping, Resources, RestartPolicy, Service,
+    ServiceLink, ServiceMode, ServiceSpec, Strategy, UpdateConfig,
+};
+use berth_proto::v1 as pb;
+
+/// Millicpus per CPU.
+const MILLI: f64 = 1000.0;
+
+pub fn spec_from_proto(spec: pb::ServiceSpec) -> Result<ServiceSpec, CoreError> {
+    let mut strategy: Strategy = spec.strategy.parse()?;
+    let mode = if spec.every_node || strategy == Strategy::EveryNode {
+        if spec.replicas.is_some() {
+            return Err(CoreError::invalid(
+                "replicas",
+                "cannot be combined with every-node (it runs one task per node)",
+            ));
+        }
+        strategy = Strategy::EveryNode;
+        ServiceMode::EveryNode
+    } else {
+        ServiceMode::Replicated {
+            replicas: non_negative("replicas", spec.replicas.unwrap_or(1))?,
+        }
+    };
+    let ports = spec
+        .ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Ok(PortMapping {
+                host_port: port_number(&format!("ports[{i}].host_port"), p.host_port)?,
+                container_port: port_number(
+                    &format!("ports[{i}].container_port"),
+                    p.container_port,
+                )?,
+                protocol: p.protocol.parse().map_err(|_| {
+                    CoreError::invalid(
+                        format!("ports[{i}].protocol"),
+                        format!("'{}' is not one of tcp, udp", p.protocol),
+                    )
+                })?,
+            })
+        })
+        .collect::<Result<Vec<_>, CoreError>>()?;
+    let health = spec
+        .health
+        .map(|h| -> Result<HealthCheck, CoreError> {
+            let defaults = HealthCheck::new(h.command.clone());
+            Ok(HealthCheck {
+                command: h.command,
+                interval_ms: or_default(
+                    non_negative("health.interval", h.interval_ms)?,
+                    defaults.interval_ms,
+                ),
+                timeout_ms: or_default(
+                    non_negative("health.timeout", h.timeout_ms)?,
+                    defaults.timeout_ms,
+                ),
+                retries: or_default(non_negative("health.retries", h.retries)?, defaults.retries),
+                start_period_ms: non_negative("health.start_period", h.start_period_ms)?,
+            })
+        })
+        .transpose()?;
+    if !spec.cpus.is_finite() || spec.cpus < 0.0 {
+        return Err(CoreError::invalid(
+            "cpus",
+            format!("{} is not a non-negative number of CPUs", spec.cpus),
+        ));
+    }
+    let update = match spec.update {
+        Some(u) => {
+            let defaults = UpdateConfig::default();
+            UpdateConfig {
+                parallelism: if u.parallelism == 0 {
+                    defaults.parallelism
+                } else {
+                    non_negative("update.parallelism", u.parallelism)?
+                },
+                delay_ms: non_negative("update.delay", u.delay_ms)?,
+                order: u.order.parse()?,
+                failure_action: u.failure_action.parse()?,
+                monitor_ms: or_default(
+                    non_negative("update.monitor", u.monitor_ms)?,
+                    defaults.monitor_ms,
+                ),
+                max_failure_ratio: u.max_failure_ratio,
+            }
+        }
+        None => UpdateConfig::default(),
+    };
+    let spec = ServiceSpec {
+        name: spec.name,
+        image: spec.image,
+        command: spec.command,
+        entrypoint: spec.entrypoint,
+        env: spec
+            .env
+            .into_iter()
+            .map(|e| EnvVar {
+                name: e.name,
+                value: e.value,
+            })
+            .collect(),
+        ports,
+        mode,
+        strategy,
+        tags: spec.tags,
+        restart: RestartPolicy {
+            condition: spec.restart.parse()?,
+            max_attempts: non_negative("restart_max_attempts", spec.restart_max_attempts)?,
+        },
+        autodestroy: spec.autodestroy.parse()?,
+        health,
+        resources: Resources {
+            millicpus: (spec.cpus * MILLI).round() as u64,
+            memory_bytes: non_negative("memory", spec.memory_bytes)?,
+        },
+        links: spec
+            .links
+            .into_iter()
+            .map(|l| ServiceLink {
+                service: l.service,
+                alias: l.alias,
+            })
+            .collect(),
+        update,
+        labels: spec.labels.into_iter().collect(),
+        sequential: spec.sequential,
+        autoredeploy: spec.autoredeploy,
+    };
+    spec.validate()?;
+    Ok(spec)
+}
+
+fn or_default<T: PartialEq + Default>(value: T, default: T) -> T {
+    if value == T::default() {
+        default
+    } else {
+        value
+    }
+}
+
+fn port_number(field: &str, value: i64) -> Result<u16, CoreError> {
+    match u16::try_from(value) {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(CoreError::invalid(
+            field,
+            format!("{value} is not a port between 1 and 65535"),
+        )),
+    }
+}
+
+pub fn spec_to_proto(spec: &ServiceSpec) -> pb::ServiceSpec {
+    pb::ServiceSpec {
+        name: spec.name.clone(),
+        image: spec.image.clone(),
+        command: spec.command.clone(),
+        entrypoint: spec.entrypoint.clone(),
+        env: spec
+            .env
+            .iter()
+            .map(|e| pb::EnvVar {
+                name: e.name.clone(),
+                value: e.value.clone(),
+            })
+            .collect(),
+        ports: spec
+            .ports
+            .iter()
+            .map(|p| pb::PortMapping {
+                host_port: p.host_port.into(),
+                container_port: p.container_port.into(),
+                protocol: p.protocol.to_string(),
+            })
+            .collect(),
+        replicas: spec.replicas().map(i64::from),
+        every_node: spec.mode == ServiceMode::EveryNode,
+        strategy: spec.strategy.to_string(),
+        tags: spec.tags.clone(),
+        restart: spec.restart.condition.to_string(),
+        restart_max_attempts: spec.restart.max_attempts.into(),
+        autodestroy: spec.autodestroy.to_string(),
+        health: spec.health.as_ref().map(|h| pb::HealthCheck {
+            command: h.command.clone(),
+            interval_ms: saturating_i64(h.interval_ms),
+            timeout_ms: saturating_i64(h.timeout_ms),
+            retries: h.retries.into(),
+            start_period_ms: saturating_i64(h.start_period_ms),
+        }),
+        cpus: spec.resources.millicpus as f64 / MILLI,
+        memory_bytes: saturating_i64(spec.resources.memory_bytes),
+        links: spec
+            .links
+            .iter()
+            .map(|l| pb::ServiceLink {
+                service: l.service.clone(),
+                alias: l.alias.clone(),
+            })
+            .collect(),
+        update: Some(pb::UpdateConfig {
+            parallelism: spec.update.parallelism.into(),
+            delay_ms: saturating_i64(spec.update.delay_ms),
+            order: spec.update.order.to_string(),
+            failure_action: spec.update.failure_action.to_string(),
+            monitor_ms: saturating_i64(spec.update.monitor_ms),
+            max_failure_ratio: spec.update.max_failure_ratio,
+        }),
+        labels: spec.labels.clone().into_iter().collect(),
+        sequential: spec.sequential,
+        autoredeploy: spec.autoredeploy,
+    }
+}
+
+fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub fn service_to_proto(service: &Service) -> pb::Service {
+    pb::Service {
+        id: service.id.clone(),
+        name: service.spec.name.clone(),
+        spec: Some(spec_to_proto(&service.spec)),
+        version: service.version,
+        created_at_ms: service.created_at_ms,
+        updated_at_ms: service.updated_at_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> pb::ServiceSpec {
+        pb::ServiceSpec {
+            name: "web".into(),
+            image: "busybox".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_spec_survives_the_round_trip() {
+        let mut wire = minimal();
+        wire.replicas = Some(3);
+        wire.ports.push(pb::PortMapping {
+            host_port: 8080,
+            container_port: 80,
+            protocol: "udp".into(),
+        });
+        wire.cpus = 0.5;
+        let spec = spec_from_proto(wire).expect("valid");
+        assert_eq!(spec.resources.millicpus, 500);
+        assert_eq!(
+            spec_from_proto(spec_to_proto(&spec)).expect("valid again"),
+            spec
+        );
+    }
+
+    #[test]
+    fn wire_errors_name_the_field() {
+        let field = |wire: pb::ServiceSpec| match spec_from_proto(wire) {
+            Err(CoreError::SpecInvalid { field, .. }) => field,
+            other => panic!("expected SpecInvalid, got {other:?}"),
+        };
+        assert_eq!(
+            field(pb::ServiceSpec {
+                replicas: Some(-1),
+                ..minimal()
+            }),
+            "replicas"
+        );
+        assert_eq!(
+            field(pb::ServiceSpec {
+                replicas: Some(2),
+                every_node: true,
+                ..minimal()
+            }),
+            "replicas"
+        );
+        assert_eq!(
+            field(pb::ServiceSpec {
+                strategy: "fastest".into(),
+                ..minimal()
+            }),
+            "strategy"
+        );
+        assert_eq!(
+            field(pb::ServiceSpec {
+                cpus: -1.0,
+                ..minimal()
+            }),
+            "cpus"
+        );
+        assert_eq!(
+            field(pb::ServiceSpec {
+                memory_bytes: -5,
+                ..minimal()
+            }),
+            "memory"
+        );
+        assert_eq!(
+            field(pb::ServiceSpec {
+                image: String::new(),
+                ..minimal()
+            }),
+            "image"
+        );
+        let bad_port = pb::PortMapping {
+            host_port: 70_000,
+            container_port: 80,
+            protocol: String::new(),
+        };
+        assert_eq!(
+            field(pb::ServiceSpec {
+                ports: vec![bad_port],
+                ..minimal()
+            }),
+            "ports[0].host_port"
+        );
+        assert_eq!(
+            field(pb::ServiceSpec {
+                restart: "sometimes".into(),
+                ..minimal()
+            }),
+            "restart"
+        );
+    }
+
+    #[test]
+    fn every_node_strategy_implies_every_node_mode() {
+        let spec = spec_from_proto(pb::ServiceSpec {
+            strategy: "every-node".into(),
+            ..minimal()
+        })
+        .expect("valid");
+        assert_eq!(spec.mode, ServiceMode::EveryNode);
+    }
+}
