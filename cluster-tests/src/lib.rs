@@ -1,1 +1,896 @@
-//! placeholder
+//! The harness behind berth's cluster tests. It starts real `berth manager`
+//! processes from the built binary on loopback, each with its own data dir
+//! and log file, and hands tests what they need to break them: SIGKILL and
+//! restart from the same data dir and port, gRPC clients to any manager, the
+//! leader as every survivor sees it, and [`wait_until`], which waits for a
+//! condition with a deadline instead of sleeping. Dropping a [`Cluster`]
+//! kills every manager and prints the tail of each log; the test runner
+//! shows that output only when the test failed.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::fs::{self, File};
+use std::future::Future;
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+pub use berth_proto::v1 as proto;
+use proto::cluster_api_client::ClusterApiClient;
+use proto::{
+    ClusterStatusReply, ClusterStatusRequest, CreateServiceRequest, ListServicesRequest,
+    ReadConsistency, Service, ServiceSpec,
+};
+
+/// A gRPC client of one manager's public API.
+pub type Client = ClusterApiClient<Channel>;
+
+/// Pause between two attempts of a [`wait_until`] condition.
+pub const POLL_INTERVAL_MS: u64 = 25;
+/// Loopback connects either succeed at once or the manager is down.
+pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// Bound on every gRPC call a test makes, so a hung manager fails the test
+/// with a message instead of hanging it.
+pub const REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// Bound on a one-shot CLI command such as `berth join-token`.
+pub const CLI_TIMEOUT_MS: u64 = 15_000;
+/// How much of each manager's log a failed test prints.
+pub const LOG_TAIL_LINES: usize = 80;
+
+/// Raft timings and deadlines for a test cluster. The defaults are short so
+/// that elections, and therefore the tests, take a fraction of a second.
+#[derive(Debug, Clone)]
+pub struct ClusterOpts {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// `None` keeps the manager's default.
+    pub snapshot_threshold: Option<u64>,
+    /// How long starting the cluster (every join included) may take.
+    pub ready_deadline: Duration,
+}
+
+impl Default for ClusterOpts {
+    fn default() -> Self {
+        ClusterOpts {
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 150,
+            election_timeout_max_ms: 300,
+            snapshot_threshold: None,
+            ready_deadline: Duration::from_secs(20),
+        }
+    }
+}
+
+impl ClusterOpts {
+    fn raft_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--heartbeat-ms".to_string(),
+            self.heartbeat_ms.to_string(),
+            "--election-timeout-min-ms".to_string(),
+            self.election_timeout_min_ms.to_string(),
+            "--election-timeout-max-ms".to_string(),
+            self.election_timeout_max_ms.to_string(),
+        ];
+        if let Some(threshold) = self.snapshot_threshold {
+            args.push("--snapshot-threshold".to_string());
+            args.push(threshold.to_string());
+        }
+        args
+    }
+}
+
+/// The `berth` binary under test: `BERTH_BIN` if set, else
+/// `<target dir>/debug/berth`, built once with cargo when it is missing.
+/// The binary is not rebuilt when it exists: run
+/// `cargo build -p berth-cli --bin berth` after changing the manager.
+pub fn berth_bin() -> Result<PathBuf> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| locate_or_build_berth().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn locate_or_build_berth() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("BERTH_BIN") {
+        let bin = PathBuf::from(bin);
+        if !bin.is_file() {
+            bail!("BERTH_BIN={} is not a file", bin.display());
+        }
+        return Ok(bin);
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("cluster-tests sits inside the workspace")?
+        .to_path_buf();
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace.join(dir),
+        None => workspace.join("target"),
+    };
+    let bin = target.join("debug").join("berth");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    // Cargo's own lock on the target dir serialises test processes that
+    // all find the binary missing; the later builds find it up to date.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-p", "berth-cli", "--bin", "berth"])
+        .current_dir(&workspace)
+        .stdout(Stdio::null())
+        .status()
+        .context("running cargo build -p berth-cli")?;
+    if !status.success() {
+        bail!("cargo build -p berth-cli --bin berth failed ({status})");
+    }
+    if !bin.is_file() {
+        bail!(
+            "cargo built berth-cli but {} does not exist; set BERTH_BIN",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// A loopback port that nothing listens on now. The listener is dropped at
+/// once; ports handed out earlier in this process are never handed out
+/// again, so two managers of one test cannot collide.
+pub fn free_port() -> Result<u16> {
+    static TAKEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    for _ in 0..100 {
+        let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+        if taken.insert(port) {
+            return Ok(port);
+        }
+    }
+    bail!("no free loopback port found in 100 tries")
+}
+
+/// The seed for a test's random choices: `BERTH_TEST_SEED` if set, else a
+/// fresh one. It is printed so that a failure can be replayed.
+pub fn seed() -> u64 {
+    let seed = std::env::var("BERTH_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("seed {seed} (replay with BERTH_TEST_SEED={seed})");
+    seed
+}
+
+/// A fresh request id, as a client picks one per logical write.
+pub fn request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A valid, minimal replicated service spec.
+pub fn service_spec(name: &str) -> ServiceSpec {
+    ServiceSpec {
+        name: name.to_string(),
+        image: "nginx:1.27".to_string(),
+        replicas: Some(1),
+        ..ServiceSpec::default()
+    }
+}
+
+/// Marks an error that [`wait_until`] must not retry, such as a manager
+/// process that exited.
+#[derive(Debug)]
+pub struct GiveUp(pub String);
+
+impl fmt::Display for GiveUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for GiveUp {}
+
+/// Runs `attempt` until it returns `Ok`, at most until `deadline` has passed,
+/// and returns that value. An `Err` means "not yet, and here is why"; the
+/// last reason is in the error when the deadline passes. An error carrying
+/// [`GiveUp`] ends the wait at once.
+pub async fn wait_until<T, F, Fut>(what: &str, deadline: Duration, mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let started = Instant::now();
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let remaining = deadline
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(1));
+        let error = match tokio::time::timeout(remaining, attempt()).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) => error,
+            Err(_) => anyhow!("the attempt was still running at the deadline"),
+        };
+        if error.downcast_ref::<GiveUp>().is_some() {
+            return Err(error.context(format!("gave up waiting for {what}")));
+        }
+        if started.elapsed() >= deadline {
+            return Err(error.context(format!(
+                "{what}: not true after {:?} ({tries} tries)",
+                started.elapsed()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
+    }
+}
+
+/// A gRPC client of the manager at `addr`, with the harness's timeouts.
+pub async fn client(addr: SocketAddr) -> Result<Client> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .context("endpoint url")?
+        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+        .timeout(Duration::from_millis(REQUEST_TIMEOUT_MS))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    Ok(ClusterApiClient::new(channel))
+}
+
+/// A client of the manager at `addr` that connects on its first call; a
+/// manager that cannot be reached shows as `Unavailable`.
+pub fn lazy_client(addr: SocketAddr) -> Result<Client> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .context("endpoint url")?
+        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+        .timeout(Duration::from_millis(REQUEST_TIMEOUT_MS))
+        .connect_lazy();
+    Ok(ClusterApiClient::new(channel))
+}
+
+/// `ClusterStatus` as the manager at `addr` sees it.
+pub async fn status(addr: SocketAddr) -> Result<ClusterStatusReply> {
+    let reply = client(addr)
+        .await?
+        .cluster_status(ClusterStatusRequest {})
+        .await
+        .with_context(|| format!("ClusterStatus on {addr}"))?;
+    Ok(reply.into_inner())
+}
+
+/// Every service, read from the manager at `addr` with `consistency`.
+pub async fn list_services(addr: SocketAddr, consistency: ReadConsistency) -> Result<Vec<Service>> {
+    let reply = client(addr)
+        .await?
+        .list_services(ListServicesRequest {
+            consistency: consistency as i32,
+        })
+        .await
+        .with_context(|| format!("ListServices ({consistency:?}) on {addr}"))?;
+    Ok(reply.into_inner().services)
+}
+
+/// The names of `services`, sorted.
+pub fn names(services: &[Service]) -> BTreeSet<String> {
+    services.iter().map(|s| s.name.clone()).collect()
+}
+
+/// How many members are voters in `status`.
+pub fn voters(status: &ClusterStatusReply) -> usize {
+    status.members.iter().filter(|m| m.voter).count()
+}
+
+/// Output of a one-shot CLI command.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `berth ARGS` to completion, within [`CLI_TIMEOUT_MS`].
+pub async fn cli(args: &[&str]) -> Result<CliOutput> {
+    let bin = berth_bin()?;
+    let run = tokio::process::Command::new(&bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_millis(CLI_TIMEOUT_MS), run)
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "berth {} did not finish in {CLI_TIMEOUT_MS} ms",
+                args.join(" ")
+            )
+        })?
+        .with_context(|| format!("running berth {}", args.join(" ")))?;
+    Ok(CliOutput {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
+
+/// How a manager process enters the cluster; the same command resumes it
+/// from its data dir on restart.
+#[derive(Debug, Clone)]
+pub enum Role {
+    Init,
+    Join { peer: String, token: String },
+}
+
+/// One `berth manager` process: its port, folder (data dir and log) and,
+/// while it runs, its child process.
+pub struct Manager {
+    name: String,
+    addr: SocketAddr,
+    dir: PathBuf,
+    role: Role,
+    raft_args: Vec<String>,
+    bin: PathBuf,
+    child: Mutex<Option<Child>>,
+    id: Option<u64>,
+    starts: u32,
+}
+
+impl fmt::Debug for Manager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Manager")
+            .field("name", &self.name)
+            .field("addr", &self.addr)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Manager {
+    /// A manager that is not started yet, in `root/name`, on a free port.
+    pub fn new(root: &Path, name: &str, role: Role, opts: &ClusterOpts) -> Result<Manager> {
+        let dir = root.join(name);
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let port = free_port()?;
+        Ok(Manager {
+            name: name.to_string(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+            role,
+            raft_args: opts.raft_args(),
+            bin: berth_bin()?,
+            child: Mutex::new(None),
+            id: None,
+            starts: 0,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The Raft node id, once the manager has answered `ClusterStatus`.
+    pub fn id(&self) -> Option<u64> {
+        self.id
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Both stdout and stderr of every run, appended.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("manager.log")
+    }
+
+    fn child(&self) -> MutexGuard<'_, Option<Child>> {
+        self.child.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child().is_some()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child().as_ref().map(Child::id)
+    }
+
+    fn command_args(&self) -> Vec<String> {
+        let mut args = vec!["manager".to_string()];
+        match &self.role {
+            Role::Init => args.push("init".to_string()),
+            Role::Join { peer, token } => args.extend([
+                "join".to_string(),
+                "--peer".to_string(),
+                peer.clone(),
+                "--token".to_string(),
+                token.clone(),
+            ]),
+        }
+        args.extend([
+            "--data-dir".to_string(),
+            self.data_dir().display().to_string(),
+            "--listen".to_string(),
+            self.addr.to_string(),
+        ]);
+        args.extend(self.raft_args.iter().cloned());
+        args
+    }
+
+    /// Starts the process (first start or restart); returns at once.
+    pub fn start(&mut self) -> Result<()> {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        if child.is_some() {
+            bail!("{} is already running", self.name);
+        }
+        self.starts += 1;
+        let args = self.command_args();
+        let mut log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .with_context(|| format!("opening {}", self.log_path().display()))?;
+        writeln!(
+            log,
+            "=== harness: start #{} of {}: berth {}",
+            self.starts,
+            self.name,
+            args.join(" ")
+        )?;
+        let spawned = Command::new(&self.bin)
+            .args(&args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {}", self.bin.display()))?;
+        *child = Some(spawned);
+        Ok(())
+    }
+
+    /// SIGKILL, then reap the process.
+    pub fn kill(&mut self) -> Result<()> {
+        let child = self.child().take();
+        let Some(mut child) = child else {
+            bail!("{} is not running", self.name);
+        };
+        child
+            .kill()
+            .with_context(|| format!("killing {}", self.name))?;
+        let status = child.wait()?;
+        self.note(&format!("killed with SIGKILL ({status})"));
+        Ok(())
+    }
+
+    /// Starts the process again with the same data dir, port and command.
+    pub fn restart(&mut self) -> Result<()> {
+        self.start()
+    }
+
+    /// An error if the process was started and has exited since.
+    pub fn check_alive(&self) -> Result<()> {
+        let mut child = self.child();
+        if let Some(running) = child.as_mut() {
+            if let Some(status) = running.try_wait()? {
+                *child = None;
+                drop(child);
+                self.note(&format!("exited by itself ({status})"));
+                return Err(GiveUp(format!(
+                    "{} ({}) exited by itself: {status}; log tail:\n{}",
+                    self.name,
+                    self.addr,
+                    self.log_tail(20)
+                ))
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the process to exit by itself and returns its status.
+    pub async fn wait_exit(&self, deadline: Duration) -> Result<ExitStatus> {
+        wait_until(&format!("{} to exit", self.name), deadline, || async {
+            let mut child = self.child();
+            let running = child
+                .as_mut()
+                .ok_or_else(|| GiveUp(format!("{} is not running", self.name)))?;
+            match running.try_wait()? {
+                Some(status) => {
+                    *child = None;
+                    Ok(status)
+                }
+                None => bail!("{} still runs", self.name),
+            }
+        })
+        .await
+    }
+
+    /// A client of this manager.
+    pub async fn client(&self) -> Result<Client> {
+        client(self.addr).await
+    }
+
+    /// `ClusterStatus` from this manager; fails fast if the process died.
+    pub async fn status(&self) -> Result<ClusterStatusReply> {
+        self.check_alive()?;
+        status(self.addr).await
+    }
+
+    /// The last `lines` lines of the log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = fs::read_to_string(self.log_path()).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    fn note(&self, line: &str) {
+        if let Ok(mut log) = File::options().append(true).open(self.log_path()) {
+            let _ = writeln!(log, "=== harness: {}: {line}", self.name);
+        }
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        let child = self.child().take();
+        if let Some(mut child) = child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if self.starts > 0 {
+            // Captured by the test runner, which shows it only on failure.
+            eprintln!(
+                "----- last {LOG_TAIL_LINES} lines of {} ({}, id {:?}, {}) -----\n{}",
+                self.name,
+                self.addr,
+                self.id,
+                self.log_path().display(),
+                self.log_tail(LOG_TAIL_LINES)
+            );
+        }
+    }
+}
+
+/// A running set of managers in one temporary folder.
+pub struct Cluster {
+    managers: Vec<Manager>,
+    opts: ClusterOpts,
+    manager_token: String,
+    // Declared last: dropped after the managers have been killed.
+    root: Option<tempfile::TempDir>,
+}
+
+impl Cluster {
+    /// Starts `n` managers: `manager init` for the first, then `manager
+    /// join` with the manager token for each other, one at a time; returns
+    /// once all `n` are voters and every manager sees the same leader.
+    pub async fn start(n: usize, opts: ClusterOpts) -> Result<Cluster> {
+        if n == 0 {
+            bail!("a cluster needs at least one manager");
+        }
+        let root = tempfile::Builder::new()
+            .prefix("berth-cluster-test-")
+            .tempdir()
+            .context("creating the cluster's temp dir")?;
+        let first = Manager::new(root.path(), "m1", Role::Init, &opts)?;
+        let mut cluster = Cluster {
+            managers: vec![first],
+            opts,
+            manager_token: String::new(),
+            root: Some(root),
+        };
+        cluster.managers[0].start()?;
+        cluster.wait_converged(1).await?;
+        let addr = cluster.managers[0].addr().to_string();
+        cluster.manager_token = join_token("manager", &addr).await?;
+        for _ in 1..n {
+            cluster.add_manager().await?;
+        }
+        Ok(cluster)
+    }
+
+    /// Joins one more manager with the manager token and waits until it is a
+    /// voter seen by every running manager. Returns its index.
+    pub async fn add_manager(&mut self) -> Result<usize> {
+        let peer = self.any_running()?.addr().to_string();
+        let name = format!("m{}", self.managers.len() + 1);
+        let role = Role::Join {
+            peer,
+            token: self.manager_token.clone(),
+        };
+        let mut manager = Manager::new(self.root_path(), &name, role, &self.opts)?;
+        manager.start()?;
+        self.managers.push(manager);
+        let expected = self.managers.iter().filter(|m| m.is_running()).count();
+        self.wait_converged(expected).await?;
+        Ok(self.managers.len() - 1)
+    }
+
+    /// A manager that would join this cluster with `token` through `peer`,
+    /// not started and not part of the cluster: for tests of refused joins.
+    pub fn joiner(&self, name: &str, peer: SocketAddr, token: &str) -> Result<Manager> {
+        let role = Role::Join {
+            peer: peer.to_string(),
+            token: token.to_string(),
+        };
+        Manager::new(self.root_path(), name, role, &self.opts)
+    }
+
+    fn root_path(&self) -> &Path {
+        self.root
+            .as_ref()
+            .map(tempfile::TempDir::path)
+            .unwrap_or_else(|| Path::new("."))
+    }
+
+    pub fn len(&self) -> usize {
+        self.managers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.managers.is_empty()
+    }
+
+    pub fn manager(&self, i: usize) -> &Manager {
+        &self.managers[i]
+    }
+
+    pub fn managers(&self) -> &[Manager] {
+        &self.managers
+    }
+
+    pub fn manager_token(&self) -> &str {
+        &self.manager_token
+    }
+
+    /// Indexes of the managers whose process runs.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.managers.len())
+            .filter(|&i| self.managers[i].is_running())
+            .collect()
+    }
+
+    fn any_running(&self) -> Result<&Manager> {
+        self.managers
+            .iter()
+            .find(|m| m.is_running())
+            .context("no manager is running")
+    }
+
+    /// The index of the manager with Raft id `id`.
+    pub fn index_of(&self, id: u64) -> Option<usize> {
+        self.managers.iter().position(|m| m.id == Some(id))
+    }
+
+    /// SIGKILL manager `i`.
+    pub fn kill(&mut self, i: usize) -> Result<()> {
+        self.managers[i].kill()
+    }
+
+    /// Restarts manager `i` from its data dir and waits until it answers.
+    pub async fn restart(&mut self, i: usize) -> Result<()> {
+        self.managers[i].restart()?;
+        let manager = &self.managers[i];
+        wait_until(
+            &format!("restarted {} to answer ClusterStatus", manager.name),
+            self.opts.ready_deadline,
+            || manager.status(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Waits until every running manager names the same leader, that leader
+    /// runs, and returns its index.
+    pub async fn leader(&self) -> Result<usize> {
+        wait_until(
+            "every running manager to agree on a running leader",
+            self.opts.ready_deadline,
+            || self.agreed_leader(None),
+        )
+        .await
+    }
+
+    async fn agreed_leader(&self, voters_expected: Option<usize>) -> Result<usize> {
+        let mut leader = None;
+        for manager in self.managers.iter().filter(|m| m.is_running()) {
+            let status = manager.status().await?;
+            if status.answered_by != manager.id.unwrap_or(status.answered_by) {
+                bail!(
+                    "{} answers as id {}, it was {:?}",
+                    manager.name,
+                    status.answered_by,
+                    manager.id
+                );
+            }
+            let Some(id) = status.leader_id else {
+                bail!("{} knows no leader (term {})", manager.name, status.term);
+            };
+            if let Some(expected) = voters_expected {
+                if voters(&status) != expected {
+                    bail!(
+                        "{} sees {} voters of {} members, expected {expected}: {:?}",
+                        manager.name,
+                        voters(&status),
+                        status.members.len(),
+                        status.members
+                    );
+                }
+            }
+            match leader {
+                None => leader = Some(id),
+                Some(seen) if seen != id => {
+                    bail!(
+                        "{} names leader {id}, another manager names {seen}",
+                        manager.name
+                    )
+                }
+                Some(_) => {}
+            }
+        }
+        let id = leader.context("no manager is running")?;
+        let index = self
+            .index_of(id)
+            .with_context(|| format!("leader id {id} is none of the started managers"))?;
+        if !self.managers[index].is_running() {
+            bail!(
+                "the running managers still name {} (killed) as leader",
+                self.managers[index].name
+            );
+        }
+        Ok(index)
+    }
+
+    /// Waits until every running manager answers, sees `voters` voters and
+    /// names the same leader; records each manager's Raft id.
+    async fn wait_converged(&mut self, voters: usize) -> Result<()> {
+        let deadline = self.opts.ready_deadline;
+        for i in self.running() {
+            let manager = &self.managers[i];
+            let status = wait_until(
+                &format!("{} to answer ClusterStatus", manager.name),
+                deadline,
+                || manager.status(),
+            )
+            .await?;
+            self.managers[i].id = Some(status.answered_by);
+        }
+        let this = &*self;
+        wait_until(
+            &format!("{voters} voters and one leader seen by every running manager"),
+            deadline,
+            || this.agreed_leader(Some(voters)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Sends one request to the running managers in turn, as a client does
+    /// across a failover, until one answers something other than a
+    /// [`retryable`] error or the manager cannot be reached. `call` must
+    /// resend the same request (same request id) every time.
+    pub async fn call_acked<T, F, Fut>(
+        &self,
+        what: &str,
+        deadline: Duration,
+        mut call: F,
+    ) -> Result<T>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let mut turn = 0usize;
+        wait_until(&format!("{what} to be acknowledged"), deadline, || {
+            let running = self.running();
+            let attempt = running
+                .get(turn % running.len().max(1))
+                .map(|&i| &self.managers[i])
+                .map(|manager| {
+                    (
+                        manager.name.clone(),
+                        lazy_client(manager.addr).map(&mut call),
+                    )
+                });
+            turn += 1;
+            async move {
+                let (name, call) = attempt.ok_or_else(|| GiveUp("no manager is running".into()))?;
+                match call?.await {
+                    Ok(value) => Ok(value),
+                    Err(status) if retryable(&status) => bail!("{name}: {status}"),
+                    Err(status) => Err(GiveUp(format!("{name} refused {what}: {status}")).into()),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Creates a service with [`Cluster::call_acked`].
+    pub async fn create_acked(
+        &self,
+        spec: ServiceSpec,
+        request_id: &str,
+        deadline: Duration,
+    ) -> Result<Service> {
+        let request = CreateServiceRequest {
+            request_id: request_id.to_string(),
+            spec: Some(spec),
+        };
+        let what = format!(
+            "CreateService {}",
+            request.spec.as_ref().map_or("", |s| &s.name)
+        );
+        let reply = self
+            .call_acked(&what, deadline, |mut client| {
+                let request = request.clone();
+                async move { client.create_service(request).await }
+            })
+            .await?;
+        reply
+            .into_inner()
+            .service
+            .context("CreateService replied without a service")
+    }
+}
+
+/// Whether a client should retry a write elsewhere: the manager could not
+/// commit it now (no quorum, leader change) or the connection broke.
+pub fn retryable(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+    )
+}
+
+/// `berth join-token ROLE -q --manager ADDR`.
+pub async fn join_token(role: &str, manager: &str) -> Result<String> {
+    let output = cli(&["join-token", role, "-q", "--manager", manager]).await?;
+    if !output.status.success() {
+        bail!(
+            "berth join-token {role} failed ({}): {}",
+            output.status,
+            output.stderr
+        );
+    }
+    let token = output.stdout.trim().to_string();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        bail!(
+            "berth join-token {role} -q printed {:?}, not one token",
+            output.stdout
+        );
+    }
+    Ok(token)
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Kill everything before the logs are printed and the folder goes.
+        for manager in &mut self.managers {
+            if manager.is_running() {
+                let _ = manager.kill();
+            }
+        }
+        let keep = std::thread::panicking() || std::env::var_os("BERTH_KEEP_TEST_DIRS").is_some();
+        let root = self.root.take();
+        // The managers print their log tails as they drop, after this.
+        if keep {
+            if let Some(root) = root {
+                eprintln!("cluster files kept in {}", root.keep().display());
+            }
+        } else {
+            // Logs are read before the folder is removed.
+            let managers = std::mem::take(&mut self.managers);
+            drop(managers);
+            drop(root);
+        }
+    }
+}
