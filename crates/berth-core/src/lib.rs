@@ -6,10 +6,12 @@
 //! state always gives the same result.
 
 pub mod error;
+pub mod node;
 pub mod spec;
 pub mod state;
 pub mod token;
 
 pub use error::CoreError;
+pub use node::*;
 pub use spec::*;
 pub use state::*;
