@@ -1,0 +1,253 @@
+//! Turns the JSON lines written by `throughput` and `failover` over several
+//! runs into the final comparison table: per metric, the median of each
+//! system and the ratio berth/etcd. Pure apart from the caller reading the
+//! file, so the script needs no JSON tool.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+/// What a row of the table measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    WritesPerSec,
+    P50Ms,
+    P99Ms,
+    FailoverMs,
+}
+
+/// A row: throughput metrics are per client count, failover stands alone
+/// and sorts last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Metric {
+    clients: u64,
+    kind: Kind,
+}
+
+impl Metric {
+    fn label(self) -> String {
+        match self.kind {
+            Kind::WritesPerSec => format!("writes/s @{}", self.clients),
+            Kind::P50Ms => format!("p50 ms @{}", self.clients),
+            Kind::P99Ms => format!("p99 ms @{}", self.clients),
+            Kind::FailoverMs => "failover ms".to_string(),
+        }
+    }
+
+    fn decimals(self) -> usize {
+        match self.kind {
+            Kind::WritesPerSec | Kind::FailoverMs => 0,
+            Kind::P50Ms | Kind::P99Ms => 3,
+        }
+    }
+}
+
+/// The systems' columns, in this order; the ratio is the first over the second.
+const SYSTEMS: [&str; 2] = ["berth", "etcd"];
+
+/// All samples of a set of runs, by metric and system.
+#[derive(Default)]
+pub struct Results {
+    samples: BTreeMap<Metric, BTreeMap<String, Vec<f64>>>,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Results {
+    /// Reads JSON lines as printed by `throughput` and `failover`; blank
+    /// lines are skipped, anything else unrecognised is refused with its
+    /// line number.
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut results = Self::default();
+        for (number, line) in text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())) {
+            if line.is_empty() {
+                continue;
+            }
+            let value: Value = serde_json::from_str(line)
+                .with_context(|| format!("line {number} is not JSON: {line}"))?;
+            results
+                .add(&value)
+                .with_context(|| format!("line {number}: {line}"))?;
+        }
+        Ok(results)
+    }
+
+    fn add(&mut self, line: &Value) -> Result<()> {
+        let Some(system) = line.get("system").and_then(Value::as_str) else {
+            bail!("no \"system\" field");
+        };
+        if let Some(failover) = line.get("failover_ms").and_then(Value::as_f64) {
+            self.push(
+                Metric {
+                    clients: u64::MAX,
+                    kind: Kind::FailoverMs,
+                },
+                system,
+                failover,
+            );
+            return Ok(());
+        }
+        let Some(clients) = line.get("clients").and_then(Value::as_u64) else {
+            bail!("neither \"failover_ms\" nor \"clients\": not a berth-bench result");
+        };
+        let field = |name: &str| line.get(name).and_then(Value::as_f64);
+        for (kind, name) in [
+            (Kind::WritesPerSec, "writes_per_sec"),
+            (Kind::P50Ms, "p50_ms"),
+            (Kind::P99Ms, "p99_ms"),
+        ] {
+            // A run with no acknowledged write has null percentiles.
+            if let Some(value) = field(name) {
+                self.push(Metric { clients, kind }, system, value);
+            }
+        }
+        let errors = line.get("errors").and_then(Value::as_u64).unwrap_or(0);
+        *self.errors.entry(system.to_string()).or_default() += errors;
+        Ok(())
+    }
+
+    fn push(&mut self, metric: Metric, system: &str, value: f64) {
+        self.samples
+            .entry(metric)
+            .or_default()
+            .entry(system.to_string())
+            .or_default()
+            .push(value);
+    }
+
+    /// The comparison table, one row per metric.
+    pub fn table(&self) -> String {
+        let header = [
+            "metric",
+            "berth (median)",
+            "etcd (median)",
+            "ratio berth/etcd",
+            "runs b/e",
+        ];
+        let mut rows = vec![header.map(String::from).to_vec()];
+        for (metric, by_system) in &self.samples {
+            let medians = SYSTEMS.map(|s| by_system.get(s).and_then(|v| median(v)));
+            let runs = SYSTEMS.map(|s| by_system.get(s).map_or(0, Vec::len));
+            let shown = medians.map(|m| {
+                m.map_or_else(|| "-".to_string(), |v| format!("{v:.*}", metric.decimals()))
+            });
+            let ratio = match medians {
+                [Some(b), Some(e)] if e != 0.0 => format!("{:.2}", b / e),
+                _ => "-".to_string(),
+            };
+            let [berth, etcd] = shown;
+            rows.push(vec![
+                metric.label(),
+                berth,
+                etcd,
+                ratio,
+                format!("{}/{}", runs[0], runs[1]),
+            ]);
+        }
+        let widths: Vec<usize> = (0..header.len())
+            .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+            .collect();
+        let mut out = String::new();
+        for (i, row) in rows.iter().enumerate() {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(c, (cell, w))| {
+                    if c == 0 {
+                        format!("{cell:<w$}")
+                    } else {
+                        format!("{cell:>w$}")
+                    }
+                })
+                .collect();
+            let _ = writeln!(out, "{}", cells.join(" | "));
+            if i == 0 {
+                let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+                let _ = writeln!(out, "{}", rule.join("-|-"));
+            }
+        }
+        let errors: Vec<String> = SYSTEMS
+            .iter()
+            .map(|s| format!("{s} {}", self.errors.get(*s).copied().unwrap_or(0)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "failed writes during throughput runs: {}",
+            errors.join(", ")
+        );
+        out
+    }
+}
+
+/// Median of the samples (mean of the middle two for an even count).
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn table_has_medians_ratios_and_rows_in_order() {
+        let lines = r#"
+{"system":"etcd","clients":1,"writes_per_sec":1000.0,"p50_ms":0.7,"p99_ms":1.1,"errors":0}
+{"system":"etcd","clients":1,"writes_per_sec":1200.0,"p50_ms":0.6,"p99_ms":1.0,"errors":0}
+{"system":"etcd","clients":1,"writes_per_sec":1400.0,"p50_ms":0.8,"p99_ms":1.2,"errors":0}
+{"system":"berth","clients":1,"writes_per_sec":600.0,"p50_ms":1.4,"p99_ms":2.2,"errors":2}
+{"system":"etcd","clients":64,"writes_per_sec":4400.0,"p50_ms":14.0,"p99_ms":30.0,"errors":0}
+{"system":"etcd","failover_ms":1200.0}
+{"system":"berth","failover_ms":600.0}
+"#;
+        let table = Results::parse(lines).map(|r| r.table()).unwrap_or_default();
+        let rows: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split('|').map(str::trim).collect())
+            .collect();
+        assert_eq!(
+            rows[2],
+            ["writes/s @1", "600", "1200", "0.50", "1/3"],
+            "{table}"
+        );
+        assert_eq!(
+            rows[3],
+            ["p50 ms @1", "1.400", "0.700", "2.00", "1/3"],
+            "{table}"
+        );
+        assert_eq!(
+            rows[5],
+            ["writes/s @64", "-", "4400", "-", "0/1"],
+            "{table}"
+        );
+        assert_eq!(
+            rows[8],
+            ["failover ms", "600", "1200", "0.50", "1/1"],
+            "{table}"
+        );
+        assert!(table.contains("berth 2, etcd 0"), "{table}");
+    }
+
+    #[test]
+    fn a_line_that_is_no_result_is_refused_with_its_number() {
+        let error = Results::parse("\n{\"system\":\"etcd\"}\n")
+            .err()
+            .map(|e| format!("{e:#}"));
+        assert!(error.is_some_and(|e| e.contains("line 2")));
+    }
+}

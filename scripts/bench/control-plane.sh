@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# Control-plane benchmark: a 3-manager berth cluster against a 3-member etcd
+# cluster, both on loopback on this machine, under the same load from
+# berth-bench. For each run it starts a fresh cluster of each system, measures
+# committed writes/s and p50/p99 latency from 1 and from 64 clients, then
+# SIGKILLs the leader and times until the first write the new leader
+# acknowledges; at the end it prints the medians and the ratio berth/etcd.
+# Installs Debian's etcd-server with apt-get if `etcd` is missing.
+#
+# Usage: scripts/bench/control-plane.sh
+#   RUNS=3          runs per system (median over them)
+#   DURATION=5      seconds per throughput measurement
+#   CLIENTS=64      the concurrent client count (1 client is always measured)
+#   RETRY_MS=200    failover client's pause after a failed write
+#   REQUEST_TIMEOUT_MS=1000  failover client's timeout for one write
+#   SYSTEMS="etcd berth"  which systems to measure (e.g. SYSTEMS=etcd)
+#   BASE_PORT=23000 first of the loopback ports used (BASE_PORT..+1999)
+#   RESULTS=FILE    also keep the raw JSON lines there
+#   KEEP_TMP=1      keep data dirs and logs instead of removing them
+set -euo pipefail
+
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-5}
+CLIENTS=${CLIENTS:-64}
+RETRY_MS=${RETRY_MS:-200}
+REQUEST_TIMEOUT_MS=${REQUEST_TIMEOUT_MS:-1000}
+SYSTEMS=${SYSTEMS:-"etcd berth"}
+BASE_PORT=${BASE_PORT:-23000}
+# A cluster that has no agreed leader by then is reported as broken.
+READY_TIMEOUT_SECS=60
+HOST=127.0.0.1
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BERTH=$TARGET_DIR/release/berth
+BENCH=$TARGET_DIR/release/berth-bench
+
+TMP=$(mktemp -d -t berth-bench.XXXXXX)
+RESULTS_FILE=$TMP/results.jsonl
+: >"$RESULTS_FILE"
+PIDS=()
+declare -A ENDPOINT_PID
+
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+# Stops every process this script started and waits, with a deadline, until
+# they are gone so the next cluster can bind the same ports. The servers are
+# disowned when started (so bash does not print a "Killed" notice when
+# failover kills one), hence the kill -0 poll instead of `wait`.
+STOP_TIMEOUT_SECS=10
+stop_all() {
+    local pid deadline=$((SECONDS + STOP_TIMEOUT_SECS))
+    for pid in "${PIDS[@]}"; do
+        kill -9 "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        while kill -0 "$pid" 2>/dev/null; do
+            if ((SECONDS > deadline)); then
+                log "process $pid still alive after kill -9"
+                break
+            fi
+            sleep 0.05
+        done
+    done
+    PIDS=()
+}
+
+# start_server ENDPOINT LOG COMMAND...: runs a cluster member in the
+# background and records its pid for the endpoint it serves.
+start_server() {
+    local endpoint=$1 logfile=$2
+    shift 2
+    "$@" >"$logfile" 2>&1 &
+    local pid=$!
+    disown "$pid"
+    PIDS+=("$pid")
+    ENDPOINT_PID[$endpoint]=$pid
+}
+
+cleanup() {
+    local status=$?
+    stop_all
+    if [[ $status -ne 0 ]]; then
+        local f
+        for f in "$TMP"/*/*.log; do
+            [[ -f $f ]] || continue
+            echo "--- last lines of $f" >&2
+            tail -n 15 "$f" >&2
+        done
+    fi
+    if [[ -n ${RESULTS:-} ]]; then cp "$RESULTS_FILE" "$RESULTS"; fi
+    if [[ -n ${KEEP_TMP:-} ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+install_etcd() {
+    if command -v etcd >/dev/null; then return; fi
+    log "installing etcd-server with apt-get"
+    apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server >&2
+}
+
+build() {
+    local packages=(-p berth-bench)
+    if [[ " $SYSTEMS " == *" berth "* ]]; then packages+=(-p berth-cli); fi
+    log "building ${packages[*]} (release)"
+    (cd "$ROOT" && cargo build --release -q "${packages[@]}") >&2
+}
+
+# measure SYSTEM ENDPOINT... : throughput at 1 and $CLIENTS clients,
+# then failover; ENDPOINT_PID maps each endpoint to its process. Endpoints
+# are ordered leader first, so the single client talks to the leader and the
+# failover client sees its connection die.
+measure() {
+    local system=$1
+    shift
+    local all leader ordered e
+    all=$(IFS=,; echo "$*")
+    leader=$("$BENCH" leader --system "$system" --endpoints "$all" --wait-secs "$READY_TIMEOUT_SECS")
+    ordered=$leader
+    for e in "$@"; do [[ $e == "$leader" ]] || ordered+=",$e"; done
+    log "$system leader is $leader (pid ${ENDPOINT_PID[$leader]})"
+
+    local clients line
+    for clients in 1 "$CLIENTS"; do
+        line=$("$BENCH" throughput --system "$system" --endpoints "$ordered" \
+            --clients "$clients" --duration-secs "$DURATION")
+        log "$line"
+        echo "$line" >>"$RESULTS_FILE"
+    done
+    line=$("$BENCH" failover --system "$system" --endpoints "$ordered" \
+        --kill-pid "${ENDPOINT_PID[$leader]}" --retry-ms "$RETRY_MS" \
+        --request-timeout-ms "$REQUEST_TIMEOUT_MS")
+    log "$line"
+    echo "$line" >>"$RESULTS_FILE"
+}
+
+run_etcd() {
+    local run=$1 dir=$TMP/etcd-$run i cluster="" endpoints=()
+    mkdir -p "$dir"
+    for i in 1 2 3; do
+        cluster+="${cluster:+,}m$i=http://$HOST:$((BASE_PORT + 100 * i + 80))"
+    done
+    for i in 1 2 3; do
+        local client_port=$((BASE_PORT + 100 * i + 79)) peer_port=$((BASE_PORT + 100 * i + 80))
+        start_server "$HOST:$client_port" "$dir/m$i.log" \
+            etcd --name "m$i" --data-dir "$dir/m$i" \
+            --listen-client-urls "http://$HOST:$client_port" \
+            --advertise-client-urls "http://$HOST:$client_port" \
+            --listen-peer-urls "http://$HOST:$peer_port" \
+            --initial-advertise-peer-urls "http://$HOST:$peer_port" \
+            --initial-cluster "$cluster" --initial-cluster-state new \
+            --initial-cluster-token "berth-bench-$run"
+        endpoints+=("$HOST:$client_port")
+    done
+    measure etcd "${endpoints[@]}"
+    stop_all
+    rm -rf "$dir"/m?
+}
+
+run_berth() {
+    local run=$1 dir=$TMP/berth-$run i token endpoints=()
+    mkdir -p "$dir"
+    for i in 1 2 3; do endpoints+=("$HOST:$((BASE_PORT + 1000 + i))"); done
+
+    start_server "${endpoints[0]}" "$dir/m1.log" \
+        "$BERTH" manager init --data-dir "$dir/m1" --listen "${endpoints[0]}"
+    "$BENCH" leader --system berth --endpoints "${endpoints[0]}" --wait-secs "$READY_TIMEOUT_SECS" >/dev/null
+    token=$("$BERTH" join-token manager -q --manager "${endpoints[0]}")
+    for i in 2 3; do
+        start_server "${endpoints[i - 1]}" "$dir/m$i.log" \
+            "$BERTH" manager join --peer "${endpoints[0]}" --token "$token" \
+            --data-dir "$dir/m$i" --listen "${endpoints[i - 1]}"
+    done
+    measure berth "${endpoints[@]}"
+    stop_all
+    rm -rf "$dir"/m?
+}
+
+main() {
+    local run system
+    for system in $SYSTEMS; do
+        [[ $system == etcd || $system == berth ]] || { log "SYSTEMS: unknown system '$system', expected etcd and/or berth"; exit 2; }
+    done
+    install_etcd
+    build
+    for run in $(seq 1 "$RUNS"); do
+        for system in $SYSTEMS; do
+            log "run $run/$RUNS: $system"
+            "run_$system" "$run"
+        done
+    done
+    echo
+    echo "control plane on loopback, 3 members each; median of $RUNS runs," \
+        "${DURATION} s per throughput run, failover client retrying every $RETRY_MS ms" \
+        "with a $REQUEST_TIMEOUT_MS ms request timeout"
+    "$BENCH" report "$RESULTS_FILE"
+}
+
+main "$@"
