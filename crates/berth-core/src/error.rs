@@ -22,16 +22,10 @@ pub enum CoreError {
 
 impl CoreError {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        CoreError::SpecInvalid {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        CoreError::SpecInvalid { field: field.into(), reason: reason.into() }
     }
 
     pub fn not_found(kind: &str, name: impl Into<String>) -> Self {
-        CoreError::NotFound {
-            kind: kind.to_string(),
-            name: name.into(),
-        }
+        CoreError::NotFound { kind: kind.to_string(), name: name.into() }
     }
 }

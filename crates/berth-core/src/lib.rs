@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod node;
+pub mod orchestrator;
 pub mod spec;
 pub mod state;
 pub mod token;

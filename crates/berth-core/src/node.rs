@@ -213,6 +213,8 @@ pub struct Task {
     pub created_at_ms: i64,
     /// When `state` last changed.
     pub state_since_ms: i64,
+    /// When the agent first reported it running; 0 if it never ran.
+    pub started_at_ms: i64,
 }
 
 impl Task {

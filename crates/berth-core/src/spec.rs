@@ -76,10 +76,7 @@ impl ServiceSpec {
             return Err(CoreError::invalid("image", "must not be empty"));
         }
         if self.image.chars().any(char::is_whitespace) {
-            return Err(CoreError::invalid(
-                "image",
-                format!("'{}' contains whitespace", self.image),
-            ));
+            return Err(CoreError::invalid("image", format!("'{}' contains whitespace", self.image)));
         }
         match (&self.mode, self.strategy) {
             (ServiceMode::Replicated { replicas }, strategy) => {
@@ -98,35 +95,23 @@ impl ServiceSpec {
             }
             (ServiceMode::EveryNode, Strategy::EveryNode) => {}
             (ServiceMode::EveryNode, other) => {
-                return Err(CoreError::invalid(
-                    "strategy",
-                    format!("'{other}' cannot be combined with every-node"),
-                ));
+                return Err(CoreError::invalid("strategy", format!("'{other}' cannot be combined with every-node")));
             }
         }
         if self.env.len() > MAX_ENV_VARS {
             return Err(CoreError::invalid(
                 "env",
-                format!(
-                    "{} variables, at most {MAX_ENV_VARS} are accepted",
-                    self.env.len()
-                ),
+                format!("{} variables, at most {MAX_ENV_VARS} are accepted", self.env.len()),
             ));
         }
         for (i, var) in self.env.iter().enumerate() {
             if var.name.is_empty() {
-                return Err(CoreError::invalid(
-                    format!("env[{i}]"),
-                    "name must not be empty (expected NAME=VALUE)",
-                ));
+                return Err(CoreError::invalid(format!("env[{i}]"), "name must not be empty (expected NAME=VALUE)"));
             }
             if var.name.contains('=') || var.name.chars().any(|c| c.is_whitespace() || c == '\0') {
                 return Err(CoreError::invalid(
                     format!("env[{i}]"),
-                    format!(
-                        "name '{}' must not contain '=', whitespace or NUL (expected NAME=VALUE)",
-                        var.name
-                    ),
+                    format!("name '{}' must not contain '=', whitespace or NUL (expected NAME=VALUE)", var.name),
                 ));
             }
         }
@@ -141,10 +126,7 @@ impl ServiceSpec {
         for (i, link) in self.links.iter().enumerate() {
             validate_name(&format!("links[{i}].service"), &link.service)?;
             if link.service == self.name {
-                return Err(CoreError::invalid(
-                    format!("links[{i}].service"),
-                    "a service cannot link to itself",
-                ));
+                return Err(CoreError::invalid(format!("links[{i}].service"), "a service cannot link to itself"));
             }
             if !link.alias.is_empty() {
                 validate_name(&format!("links[{i}].alias"), &link.alias)?;
@@ -153,10 +135,7 @@ impl ServiceSpec {
         self.update.validate()?;
         for key in self.labels.keys() {
             if key.is_empty() || key.chars().any(char::is_whitespace) {
-                return Err(CoreError::invalid(
-                    "labels",
-                    format!("key '{key}' must be non-empty without whitespace"),
-                ));
+                return Err(CoreError::invalid("labels", format!("key '{key}' must be non-empty without whitespace")));
             }
         }
         Ok(())
@@ -164,32 +143,20 @@ impl ServiceSpec {
 
     fn validate_ports(&self) -> Result<(), CoreError> {
         if self.ports.len() > MAX_PORTS {
-            return Err(CoreError::invalid(
-                "ports",
-                format!("at most {MAX_PORTS} published ports"),
-            ));
+            return Err(CoreError::invalid("ports", format!("at most {MAX_PORTS} published ports")));
         }
         let mut seen = BTreeSet::new();
         for (i, port) in self.ports.iter().enumerate() {
             if port.host_port == 0 {
-                return Err(CoreError::invalid(
-                    format!("ports[{i}].host_port"),
-                    "must be between 1 and 65535",
-                ));
+                return Err(CoreError::invalid(format!("ports[{i}].host_port"), "must be between 1 and 65535"));
             }
             if port.container_port == 0 {
-                return Err(CoreError::invalid(
-                    format!("ports[{i}].container_port"),
-                    "must be between 1 and 65535",
-                ));
+                return Err(CoreError::invalid(format!("ports[{i}].container_port"), "must be between 1 and 65535"));
             }
             if !seen.insert((port.host_port, port.protocol)) {
                 return Err(CoreError::invalid(
                     format!("ports[{i}].host_port"),
-                    format!(
-                        "host port {}/{} is published twice",
-                        port.host_port, port.protocol
-                    ),
+                    format!("host port {}/{} is published twice", port.host_port, port.protocol),
                 ));
             }
         }
@@ -211,18 +178,10 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), CoreError> {
         return Err(CoreError::invalid(field, "must not be empty"));
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(CoreError::invalid(
-            field,
-            format!("'{name}' is longer than {MAX_NAME_LEN} characters"),
-        ));
+        return Err(CoreError::invalid(field, format!("'{name}' is longer than {MAX_NAME_LEN} characters")));
     }
-    let valid_chars = name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    let starts_well = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let valid_chars = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    let starts_well = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
     if !valid_chars || !starts_well {
         return Err(CoreError::invalid(
             field,
@@ -232,12 +191,9 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), CoreError> {
     Ok(())
 }
 
-fn validate_tag(field: &str, tag: &str) -> Result<(), CoreError> {
+pub(crate) fn validate_tag(field: &str, tag: &str) -> Result<(), CoreError> {
     if tag.is_empty() || tag.chars().any(|c| c.is_whitespace() || c == ',') {
-        return Err(CoreError::invalid(
-            field,
-            format!("tag '{tag}' must be non-empty, without whitespace or ','"),
-        ));
+        return Err(CoreError::invalid(field, format!("tag '{tag}' must be non-empty, without whitespace or ','")));
     }
     Ok(())
 }
@@ -254,14 +210,8 @@ impl FromStr for EnvVar {
     /// Parses `NAME=VALUE` (the value may be empty or contain '=').
     fn from_str(s: &str) -> Result<Self, CoreError> {
         match s.split_once('=') {
-            Some((name, value)) if !name.is_empty() => Ok(EnvVar {
-                name: name.to_string(),
-                value: value.to_string(),
-            }),
-            _ => Err(CoreError::invalid(
-                "env",
-                format!("'{s}' is not NAME=VALUE"),
-            )),
+            Some((name, value)) if !name.is_empty() => Ok(EnvVar { name: name.to_string(), value: value.to_string() }),
+            _ => Err(CoreError::invalid("env", format!("'{s}' is not NAME=VALUE"))),
         }
     }
 }
@@ -287,10 +237,7 @@ impl FromStr for Protocol {
         match s {
             "" | "tcp" => Ok(Protocol::Tcp),
             "udp" => Ok(Protocol::Udp),
-            other => Err(CoreError::invalid(
-                "protocol",
-                format!("'{other}' is not one of tcp, udp"),
-            )),
+            other => Err(CoreError::invalid("protocol", format!("'{other}' is not one of tcp, udp"))),
         }
     }
 }
@@ -311,23 +258,14 @@ impl FromStr for PortMapping {
             Some((ports, proto)) => (ports, proto.parse()?),
             None => (s, Protocol::Tcp),
         };
-        let bad = || {
-            CoreError::invalid(
-                "publish",
-                format!("'{s}' is not HOST:CONTAINER[/tcp|udp] with ports 1-65535"),
-            )
-        };
+        let bad = || CoreError::invalid("publish", format!("'{s}' is not HOST:CONTAINER[/tcp|udp] with ports 1-65535"));
         let (host, container) = ports.split_once(':').ok_or_else(bad)?;
         let host_port: u16 = host.parse().map_err(|_| bad())?;
         let container_port: u16 = container.parse().map_err(|_| bad())?;
         if host_port == 0 || container_port == 0 {
             return Err(bad());
         }
-        Ok(PortMapping {
-            host_port,
-            container_port,
-            protocol,
-        })
+        Ok(PortMapping { host_port, container_port, protocol })
     }
 }
 
@@ -459,16 +397,10 @@ impl HealthCheck {
             return Err(CoreError::invalid("health.command", "must not be empty"));
         }
         if self.interval_ms == 0 {
-            return Err(CoreError::invalid(
-                "health.interval",
-                "must be greater than zero",
-            ));
+            return Err(CoreError::invalid("health.interval", "must be greater than zero"));
         }
         if self.timeout_ms == 0 {
-            return Err(CoreError::invalid(
-                "health.timeout",
-                "must be greater than zero",
-            ));
+            return Err(CoreError::invalid("health.timeout", "must be greater than zero"));
         }
         if self.retries == 0 {
             return Err(CoreError::invalid("health.retries", "must be at least 1"));
@@ -490,10 +422,7 @@ impl Resources {
         if self.memory_bytes != 0 && self.memory_bytes < MIN_MEMORY_BYTES {
             return Err(CoreError::invalid(
                 "memory",
-                format!(
-                    "{} bytes is below Docker's minimum of {MIN_MEMORY_BYTES} bytes (6 MiB)",
-                    self.memory_bytes
-                ),
+                format!("{} bytes is below Docker's minimum of {MIN_MEMORY_BYTES} bytes (6 MiB)", self.memory_bytes),
             ));
         }
         Ok(())
@@ -513,15 +442,9 @@ impl FromStr for ServiceLink {
     fn from_str(s: &str) -> Result<Self, CoreError> {
         let (service, alias) = s.split_once(':').unwrap_or((s, ""));
         if service.is_empty() {
-            return Err(CoreError::invalid(
-                "link",
-                format!("'{s}' is not SERVICE[:ALIAS]"),
-            ));
+            return Err(CoreError::invalid("link", format!("'{s}' is not SERVICE[:ALIAS]")));
         }
-        Ok(ServiceLink {
-            service: service.to_string(),
-            alias: alias.to_string(),
-        })
+        Ok(ServiceLink { service: service.to_string(), alias: alias.to_string() })
     }
 }
 
@@ -601,78 +524,26 @@ mod tests {
             ("name", Box::new(|s| s.name = "-web".into())),
             ("name", Box::new(|s| s.name.clear())),
             ("replicas", Box::new(|s| s.strategy = Strategy::EveryNode)),
-            (
-                "replicas",
-                Box::new(|s| {
-                    s.mode = ServiceMode::Replicated {
-                        replicas: MAX_REPLICAS + 1,
-                    }
-                }),
-            ),
+            ("replicas", Box::new(|s| s.mode = ServiceMode::Replicated { replicas: MAX_REPLICAS + 1 })),
             ("strategy", Box::new(|s| s.mode = ServiceMode::EveryNode)),
-            (
-                "env[0]",
-                Box::new(|s| {
-                    s.env.push(EnvVar {
-                        name: "A=B".into(),
-                        value: "c".into(),
-                    })
-                }),
-            ),
-            (
-                "env[0]",
-                Box::new(|s| {
-                    s.env.push(EnvVar {
-                        name: String::new(),
-                        value: "c".into(),
-                    })
-                }),
-            ),
+            ("env[0]", Box::new(|s| s.env.push(EnvVar { name: "A=B".into(), value: "c".into() }))),
+            ("env[0]", Box::new(|s| s.env.push(EnvVar { name: String::new(), value: "c".into() }))),
             (
                 "ports[1].host_port",
                 Box::new(|s| {
-                    let p = PortMapping {
-                        host_port: 80,
-                        container_port: 80,
-                        protocol: Protocol::Tcp,
-                    };
-                    s.ports = vec![
-                        p,
-                        PortMapping {
-                            container_port: 8080,
-                            ..p
-                        },
-                    ];
+                    let p = PortMapping { host_port: 80, container_port: 80, protocol: Protocol::Tcp };
+                    s.ports = vec![p, PortMapping { container_port: 8080, ..p }];
                 }),
             ),
             ("tags[0]", Box::new(|s| s.tags.push("a b".into()))),
-            (
-                "health.command",
-                Box::new(|s| s.health = Some(HealthCheck::new(""))),
-            ),
-            (
-                "health.retries",
-                Box::new(|s| {
-                    s.health = Some(HealthCheck {
-                        retries: 0,
-                        ..HealthCheck::new("true")
-                    })
-                }),
-            ),
+            ("health.command", Box::new(|s| s.health = Some(HealthCheck::new("")))),
+            ("health.retries", Box::new(|s| s.health = Some(HealthCheck { retries: 0, ..HealthCheck::new("true") }))),
             ("memory", Box::new(|s| s.resources.memory_bytes = 1024)),
             (
                 "links[0].service",
-                Box::new(|s| {
-                    s.links.push(ServiceLink {
-                        service: "web".into(),
-                        alias: String::new(),
-                    })
-                }),
+                Box::new(|s| s.links.push(ServiceLink { service: "web".into(), alias: String::new() })),
             ),
-            (
-                "update.max_failure_ratio",
-                Box::new(|s| s.update.max_failure_ratio = 1.5),
-            ),
+            ("update.max_failure_ratio", Box::new(|s| s.update.max_failure_ratio = 1.5)),
         ];
         for (field, mutate) in cases {
             let mut spec = valid();
@@ -684,29 +555,20 @@ mod tests {
     #[test]
     fn same_port_on_two_protocols_is_fine() {
         let mut spec = valid();
-        spec.ports = vec![
-            "53:53/udp".parse().expect("valid"),
-            "53:53/tcp".parse().expect("valid"),
-        ];
+        spec.ports = vec!["53:53/udp".parse().expect("valid"), "53:53/tcp".parse().expect("valid")];
         assert_eq!(spec.validate(), Ok(()));
     }
 
     #[test]
     fn keyword_parsing_lists_what_is_accepted() {
         assert_eq!("".parse::<Strategy>(), Ok(Strategy::EmptiestNode));
-        assert_eq!(
-            "high-availability".parse::<Strategy>(),
-            Ok(Strategy::HighAvailability)
-        );
+        assert_eq!("high-availability".parse::<Strategy>(), Ok(Strategy::HighAvailability));
         let err = "fastest".parse::<Strategy>().expect_err("unknown strategy");
         assert_eq!(
             err.to_string(),
             "invalid strategy: 'fastest' is not one of emptiest-node, high-availability, every-node"
         );
-        assert_eq!(
-            "off".parse::<RestartCondition>(),
-            Ok(RestartCondition::Never)
-        );
+        assert_eq!("off".parse::<RestartCondition>(), Ok(RestartCondition::Never));
         assert_eq!("".parse::<RestartCondition>(), Ok(RestartCondition::Always));
     }
 
@@ -714,31 +576,15 @@ mod tests {
     fn flag_syntax_parses() {
         assert_eq!(
             "8080:80/udp".parse::<PortMapping>(),
-            Ok(PortMapping {
-                host_port: 8080,
-                container_port: 80,
-                protocol: Protocol::Udp
-            })
+            Ok(PortMapping { host_port: 8080, container_port: 80, protocol: Protocol::Udp })
         );
         assert!("8080".parse::<PortMapping>().is_err());
         assert!("0:80".parse::<PortMapping>().is_err());
         assert!("70000:80".parse::<PortMapping>().is_err());
-        assert_eq!(
-            "A=b=c".parse::<EnvVar>(),
-            Ok(EnvVar {
-                name: "A".into(),
-                value: "b=c".into()
-            })
-        );
+        assert_eq!("A=b=c".parse::<EnvVar>(), Ok(EnvVar { name: "A".into(), value: "b=c".into() }));
         assert!("=x".parse::<EnvVar>().is_err());
         assert!("novalue".parse::<EnvVar>().is_err());
-        assert_eq!(
-            "db:store".parse::<ServiceLink>(),
-            Ok(ServiceLink {
-                service: "db".into(),
-                alias: "store".into()
-            })
-        );
+        assert_eq!("db:store".parse::<ServiceLink>(), Ok(ServiceLink { service: "db".into(), alias: "store".into() }));
     }
 
     #[test]

@@ -7,7 +7,12 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{CoreError, ServiceMode, ServiceSpec};
+use std::collections::BTreeSet;
+
+use crate::{
+    Availability, CoreError, DesiredState, Node, NodeStatus, Resources, ServiceMode, ServiceSpec, Task, TaskState,
+    TaskStatus,
+};
 
 /// How many request ids are remembered for deduplication. A client retries
 /// within seconds; this covers many minutes of writes at full speed.
@@ -52,6 +57,61 @@ pub enum Command {
     RemoveService {
         name: String,
     },
+    /// An agent registered; a known name keeps its node id.
+    RegisterNode {
+        id: String,
+        name: String,
+        address: String,
+        tags: Vec<String>,
+        resources: Resources,
+    },
+    UpdateNode {
+        id: String,
+        availability: Option<Availability>,
+        tags_add: Vec<String>,
+        tags_rm: Vec<String>,
+    },
+    RemoveNode {
+        id: String,
+    },
+    /// Liveness transitions seen by the dispatcher, batched.
+    SetNodeStatus {
+        updates: Vec<NodeStatusUpdate>,
+    },
+    /// The orchestrator's decisions, batched.
+    ReconcileTasks(TaskPlan),
+    /// The scheduler's decisions, batched: (task id, node id) and (task id, reason).
+    AssignTasks {
+        assignments: Vec<(String, String)>,
+        unplaceable: Vec<(String, String)>,
+    },
+    /// What an agent observed about the tasks on its node, batched.
+    ReportTaskStatus {
+        node_id: String,
+        statuses: Vec<TaskStatus>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatusUpdate {
+    pub node_id: String,
+    pub status: NodeStatus,
+    pub message: String,
+}
+
+/// Task changes decided by the orchestrator in one pass.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskPlan {
+    pub create: Vec<Task>,
+    pub set_desired: Vec<(String, DesiredState)>,
+    /// Records of finished tasks that are no longer worth keeping.
+    pub delete: Vec<String>,
+}
+
+impl TaskPlan {
+    pub fn is_empty(&self) -> bool {
+        self.create.is_empty() && self.set_desired.is_empty() && self.delete.is_empty()
+    }
 }
 
 /// What applying a request produced. Refusals are values, not errors:
@@ -64,6 +124,8 @@ pub enum Outcome {
     ManagerId(u64),
     Service(Box<Service>),
     ServiceRemoved { id: String },
+    Node(Box<Node>),
+    NodeRemoved { id: String },
 }
 
 /// A change to the state, as `Watch` streams it.
@@ -71,6 +133,10 @@ pub enum Outcome {
 pub enum Change {
     ServiceUpserted(Box<Service>),
     ServiceRemoved { id: String, name: String },
+    NodeUpserted(Box<Node>),
+    NodeRemoved { id: String },
+    TaskUpserted(Box<Task>),
+    TaskRemoved { id: String, service_id: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,6 +167,14 @@ pub struct ClusterState {
     services: BTreeMap<String, Service>,
     /// Index: service name to id.
     service_ids: BTreeMap<String, String>,
+    nodes: BTreeMap<String, Node>,
+    /// Index: node name to id.
+    node_ids: BTreeMap<String, String>,
+    tasks: BTreeMap<String, Task>,
+    /// Index: service id to its task ids.
+    tasks_by_service: BTreeMap<String, BTreeSet<String>>,
+    /// Index: node id to the ids of tasks assigned to it.
+    tasks_by_node: BTreeMap<String, BTreeSet<String>>,
     requests: RequestLog,
 }
 
@@ -120,8 +194,7 @@ impl RequestLog {
         if request_id.is_empty() {
             return;
         }
-        self.responses
-            .insert(request_id.to_string(), response.clone());
+        self.responses.insert(request_id.to_string(), response.clone());
         self.order.push_back(request_id.to_string());
         while self.order.len() > MAX_REMEMBERED_REQUESTS {
             if let Some(old) = self.order.pop_front() {
@@ -133,9 +206,40 @@ impl RequestLog {
 
 impl ClusterState {
     pub fn service(&self, name: &str) -> Option<&Service> {
-        self.service_ids
-            .get(name)
-            .and_then(|id| self.services.get(id))
+        self.service_ids.get(name).and_then(|id| self.services.get(id))
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values()
+    }
+
+    pub fn node(&self, id: &str) -> Option<&Node> {
+        self.nodes.get(id)
+    }
+
+    /// Finds a node by id, or else by name.
+    pub fn find_node(&self, id_or_name: &str) -> Option<&Node> {
+        self.nodes.get(id_or_name).or_else(|| self.node_ids.get(id_or_name).and_then(|id| self.nodes.get(id)))
+    }
+
+    pub fn tasks(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.values()
+    }
+
+    pub fn task(&self, id: &str) -> Option<&Task> {
+        self.tasks.get(id)
+    }
+
+    pub fn service_by_id(&self, id: &str) -> Option<&Service> {
+        self.services.get(id)
+    }
+
+    pub fn tasks_of_service<'a>(&'a self, service_id: &str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks_by_service.get(service_id).into_iter().flatten().filter_map(|id| self.tasks.get(id))
+    }
+
+    pub fn tasks_of_node<'a>(&'a self, node_id: &str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks_by_node.get(node_id).into_iter().flatten().filter_map(|id| self.tasks.get(id))
     }
 
     /// The response already given to `request_id`, if it was applied.
@@ -160,30 +264,49 @@ impl ClusterState {
                 Ok(())
             }
             Command::AllocateManagerId { .. } => Ok(()),
+            Command::RegisterNode { name, tags, .. } => {
+                validate_node_name(name)?;
+                for (i, tag) in tags.iter().enumerate() {
+                    crate::spec::validate_tag(&format!("tags[{i}]"), tag)?;
+                }
+                Ok(())
+            }
+            Command::UpdateNode { id, tags_add, .. } => {
+                self.nodes.get(id).ok_or_else(|| CoreError::not_found("node", id))?;
+                for (i, tag) in tags_add.iter().enumerate() {
+                    crate::spec::validate_tag(&format!("tag_add[{i}]"), tag)?;
+                }
+                Ok(())
+            }
+            Command::RemoveNode { id } => {
+                let node = self.nodes.get(id).ok_or_else(|| CoreError::not_found("node", id))?;
+                if node.status == NodeStatus::Ready {
+                    return Err(CoreError::Conflict(format!(
+                        "node '{}' is ready; stop its agent first (or drain it to move its tasks)",
+                        node.name
+                    )));
+                }
+                Ok(())
+            }
+            // Controller and agent batches: each item is re-checked as it
+            // applies, since the state may have moved since they were decided.
+            Command::SetNodeStatus { .. } | Command::ReconcileTasks(_) | Command::AssignTasks { .. } => Ok(()),
+            Command::ReportTaskStatus { node_id, .. } => {
+                self.nodes.get(node_id).ok_or_else(|| CoreError::not_found("node", node_id))?;
+                Ok(())
+            }
             Command::CreateService { spec, .. } => {
                 spec.validate()?;
                 if self.service_ids.contains_key(&spec.name) {
-                    return Err(CoreError::AlreadyExists {
-                        kind: "service".into(),
-                        name: spec.name.clone(),
-                    });
+                    return Err(CoreError::AlreadyExists { kind: "service".into(), name: spec.name.clone() });
                 }
                 self.check_references(spec, None)
             }
-            Command::UpdateService {
-                name,
-                spec,
-                expected_version,
-            } => {
+            Command::UpdateService { name, spec, expected_version } => {
                 spec.validate()?;
-                let current = self
-                    .service(name)
-                    .ok_or_else(|| CoreError::not_found("service", name))?;
+                let current = self.service(name).ok_or_else(|| CoreError::not_found("service", name))?;
                 if current.version != *expected_version {
-                    return Err(CoreError::StaleVersion {
-                        expected: *expected_version,
-                        found: current.version,
-                    });
+                    return Err(CoreError::StaleVersion { expected: *expected_version, found: current.version });
                 }
                 if spec.name != *name {
                     return Err(CoreError::invalid(
@@ -194,9 +317,7 @@ impl ClusterState {
                 self.check_references(spec, Some(&current.id))
             }
             Command::ScaleService { name, replicas } => {
-                let current = self
-                    .service(name)
-                    .ok_or_else(|| CoreError::not_found("service", name))?;
+                let current = self.service(name).ok_or_else(|| CoreError::not_found("service", name))?;
                 if current.spec.mode == ServiceMode::EveryNode {
                     return Err(CoreError::invalid(
                         "replicas",
@@ -204,14 +325,11 @@ impl ClusterState {
                     ));
                 }
                 let mut spec = current.spec.clone();
-                spec.mode = ServiceMode::Replicated {
-                    replicas: *replicas,
-                };
+                spec.mode = ServiceMode::Replicated { replicas: *replicas };
                 spec.validate()
             }
             Command::RemoveService { name } => {
-                self.service(name)
-                    .ok_or_else(|| CoreError::not_found("service", name))?;
+                self.service(name).ok_or_else(|| CoreError::not_found("service", name))?;
                 let dependents: Vec<&str> = self
                     .services
                     .values()
@@ -231,11 +349,7 @@ impl ClusterState {
 
     /// Links must name existing services and host ports must be free: two
     /// services publishing one host port could never share a node.
-    fn check_references(
-        &self,
-        spec: &ServiceSpec,
-        own_id: Option<&String>,
-    ) -> Result<(), CoreError> {
+    fn check_references(&self, spec: &ServiceSpec, own_id: Option<&String>) -> Result<(), CoreError> {
         for (i, link) in spec.links.iter().enumerate() {
             if !self.service_ids.contains_key(&link.service) {
                 return Err(CoreError::invalid(
@@ -245,15 +359,9 @@ impl ClusterState {
             }
         }
         for (i, port) in spec.ports.iter().enumerate() {
-            let taken_by = self
-                .services
-                .values()
-                .filter(|s| Some(&s.id) != own_id)
-                .find(|s| {
-                    s.spec
-                        .ports
-                        .iter()
-                        .any(|p| p.host_port == port.host_port && p.protocol == port.protocol)
+            let taken_by =
+                self.services.values().filter(|s| Some(&s.id) != own_id).find(|s| {
+                    s.spec.ports.iter().any(|p| p.host_port == port.host_port && p.protocol == port.protocol)
                 });
             if let Some(other) = taken_by {
                 return Err(CoreError::invalid(
@@ -277,9 +385,7 @@ impl ClusterState {
             return (previous.clone(), Vec::new());
         }
         let mut changes = Vec::new();
-        let response = self
-            .check(&request.command)
-            .map(|()| self.execute(index, request, &mut changes));
+        let response = self.check(&request.command).map(|()| self.execute(index, request, &mut changes));
         self.requests.remember(&request.request_id, &response);
         (response, changes)
     }
@@ -288,11 +394,7 @@ impl ClusterState {
     fn execute(&mut self, index: u64, request: &Request, changes: &mut Vec<Change>) -> Outcome {
         let now = request.issued_at_ms;
         match &request.command {
-            Command::InitCluster {
-                cluster_id,
-                manager_token_hash,
-                worker_token_hash,
-            } => {
+            Command::InitCluster { cluster_id, manager_token_hash, worker_token_hash } => {
                 self.cluster = Some(ClusterInfo {
                     id: cluster_id.clone(),
                     manager_token_hash: manager_token_hash.clone(),
@@ -319,24 +421,219 @@ impl ClusterState {
             Command::UpdateService { name, spec, .. } => {
                 self.modify_service(name, index, now, changes, |s| *s = spec.clone())
             }
-            Command::ScaleService { name, replicas } => {
-                self.modify_service(name, index, now, changes, |s| {
-                    s.mode = ServiceMode::Replicated {
-                        replicas: *replicas,
-                    }
-                })
-            }
+            Command::ScaleService { name, replicas } => self.modify_service(name, index, now, changes, |s| {
+                s.mode = ServiceMode::Replicated { replicas: *replicas }
+            }),
             Command::RemoveService { name } => match self.service_ids.remove(name) {
                 Some(id) => {
                     self.services.remove(&id);
-                    changes.push(Change::ServiceRemoved {
-                        id: id.clone(),
-                        name: name.clone(),
-                    });
+                    changes.push(Change::ServiceRemoved { id: id.clone(), name: name.clone() });
                     Outcome::ServiceRemoved { id }
                 }
                 None => Outcome::Done,
             },
+            Command::RegisterNode { id, name, address, tags, resources } => {
+                let existing = self.node_ids.get(name).and_then(|id| self.nodes.get(id)).cloned();
+                let node = match existing {
+                    // A known name is the same host coming back: keep its id,
+                    // and the tags and availability operators gave it since.
+                    Some(mut node) => {
+                        node.address = address.clone();
+                        node.resources = *resources;
+                        node.status = NodeStatus::Ready;
+                        node.status_message.clear();
+                        node.updated_at_ms = now;
+                        node
+                    }
+                    None => Node {
+                        id: id.clone(),
+                        name: name.clone(),
+                        address: address.clone(),
+                        tags: tags.iter().cloned().collect(),
+                        resources: *resources,
+                        availability: Availability::Active,
+                        status: NodeStatus::Ready,
+                        status_message: String::new(),
+                        created_at_ms: now,
+                        updated_at_ms: now,
+                    },
+                };
+                self.put_node(node.clone(), changes);
+                Outcome::Node(Box::new(node))
+            }
+            Command::UpdateNode { id, availability, tags_add, tags_rm } => {
+                let Some(mut node) = self.nodes.get(id).cloned() else { return Outcome::Done };
+                if let Some(availability) = availability {
+                    node.availability = *availability;
+                }
+                node.tags.extend(tags_add.iter().cloned());
+                for tag in tags_rm {
+                    node.tags.remove(tag);
+                }
+                node.updated_at_ms = now;
+                self.put_node(node.clone(), changes);
+                Outcome::Node(Box::new(node))
+            }
+            Command::RemoveNode { id } => {
+                self.orphan_tasks_of_node(id, now, "its node was removed", changes);
+                if let Some(node) = self.nodes.remove(id) {
+                    self.node_ids.remove(&node.name);
+                    changes.push(Change::NodeRemoved { id: id.clone() });
+                }
+                Outcome::NodeRemoved { id: id.clone() }
+            }
+            Command::SetNodeStatus { updates } => {
+                for update in updates {
+                    let Some(mut node) = self.nodes.get(&update.node_id).cloned() else { continue };
+                    if node.status == update.status {
+                        continue;
+                    }
+                    node.status = update.status;
+                    node.status_message = update.message.clone();
+                    node.updated_at_ms = now;
+                    self.put_node(node, changes);
+                    if update.status == NodeStatus::Down {
+                        self.orphan_tasks_of_node(&update.node_id, now, "its node went down", changes);
+                    }
+                }
+                Outcome::Done
+            }
+            Command::ReconcileTasks(plan) => {
+                self.apply_plan(plan, now, changes);
+                Outcome::Done
+            }
+            Command::AssignTasks { assignments, unplaceable } => {
+                for (task_id, node_id) in assignments {
+                    let Some(mut task) = self.tasks.get(task_id).cloned() else { continue };
+                    let placeable = task.state < TaskState::Assigned
+                        && task.desired == DesiredState::Running
+                        && self.nodes.get(node_id).is_some_and(Node::accepts_tasks);
+                    if !placeable {
+                        continue;
+                    }
+                    task.node_id = Some(node_id.clone());
+                    task.state = TaskState::Assigned;
+                    task.message.clear();
+                    task.state_since_ms = now;
+                    self.put_task(task, changes);
+                }
+                for (task_id, reason) in unplaceable {
+                    let Some(mut task) = self.tasks.get(task_id).cloned() else { continue };
+                    if task.state > TaskState::Pending || (task.state == TaskState::Pending && task.message == *reason)
+                    {
+                        continue;
+                    }
+                    if task.state < TaskState::Pending {
+                        task.state_since_ms = now;
+                    }
+                    task.state = TaskState::Pending;
+                    task.message = reason.clone();
+                    self.put_task(task, changes);
+                }
+                Outcome::Done
+            }
+            Command::ReportTaskStatus { node_id, statuses } => {
+                for status in statuses {
+                    let Some(mut task) = self.tasks.get(&status.task_id).cloned() else { continue };
+                    // Only the node running a task speaks for it.
+                    if task.node_id.as_deref() != Some(node_id.as_str()) {
+                        continue;
+                    }
+                    let forward = status.state > task.state;
+                    let health_changed = status.state == task.state && status.health != task.health;
+                    if !forward && !health_changed {
+                        continue;
+                    }
+                    if forward {
+                        if status.state == TaskState::Running {
+                            task.started_at_ms = now;
+                        }
+                        task.state = status.state;
+                        task.state_since_ms = now;
+                        if !status.message.is_empty() || status.state.is_terminal() {
+                            task.message = status.message.clone();
+                        }
+                    }
+                    task.health = status.health;
+                    if !status.container_id.is_empty() {
+                        task.container_id = status.container_id.clone();
+                    }
+                    if status.exit_code.is_some() {
+                        task.exit_code = status.exit_code;
+                    }
+                    self.put_task(task, changes);
+                }
+                Outcome::Done
+            }
+        }
+    }
+
+    fn put_node(&mut self, node: Node, changes: &mut Vec<Change>) {
+        self.node_ids.insert(node.name.clone(), node.id.clone());
+        changes.push(Change::NodeUpserted(Box::new(node.clone())));
+        self.nodes.insert(node.id.clone(), node);
+    }
+
+    fn put_task(&mut self, task: Task, changes: &mut Vec<Change>) {
+        self.tasks_by_service.entry(task.service_id.clone()).or_default().insert(task.id.clone());
+        if let Some(node_id) = &task.node_id {
+            self.tasks_by_node.entry(node_id.clone()).or_default().insert(task.id.clone());
+        }
+        changes.push(Change::TaskUpserted(Box::new(task.clone())));
+        self.tasks.insert(task.id.clone(), task);
+    }
+
+    fn delete_task(&mut self, id: &str, changes: &mut Vec<Change>) {
+        let Some(task) = self.tasks.remove(id) else { return };
+        if let Some(ids) = self.tasks_by_service.get_mut(&task.service_id) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.tasks_by_service.remove(&task.service_id);
+            }
+        }
+        if let Some(node_id) = &task.node_id {
+            if let Some(ids) = self.tasks_by_node.get_mut(node_id) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.tasks_by_node.remove(node_id);
+                }
+            }
+        }
+        changes.push(Change::TaskRemoved { id: task.id, service_id: task.service_id });
+    }
+
+    /// A node that is gone can no longer tell what became of its tasks.
+    fn orphan_tasks_of_node(&mut self, node_id: &str, now: i64, why: &str, changes: &mut Vec<Change>) {
+        let orphans: Vec<Task> = self.tasks_of_node(node_id).filter(|t| !t.state.is_terminal()).cloned().collect();
+        for mut task in orphans {
+            task.state = TaskState::Orphaned;
+            task.state_since_ms = now;
+            task.message = why.to_string();
+            self.put_task(task, changes);
+        }
+    }
+
+    fn apply_plan(&mut self, plan: &TaskPlan, now: i64, changes: &mut Vec<Change>) {
+        for task in &plan.create {
+            if self.tasks.contains_key(&task.id) || !self.services.contains_key(&task.service_id) {
+                continue;
+            }
+            let mut task = task.clone();
+            task.created_at_ms = now;
+            task.state_since_ms = now;
+            self.put_task(task, changes);
+        }
+        for (task_id, desired) in &plan.set_desired {
+            let Some(mut task) = self.tasks.get(task_id).cloned() else { continue };
+            // Desired state only moves forward: running, shutdown, remove.
+            if *desired <= task.desired {
+                continue;
+            }
+            task.desired = *desired;
+            self.put_task(task, changes);
+        }
+        for task_id in &plan.delete {
+            self.delete_task(task_id, changes);
         }
     }
 
@@ -358,12 +655,21 @@ impl ClusterState {
     }
 
     fn upsert_service(&mut self, service: Service, changes: &mut Vec<Change>) -> Outcome {
-        self.service_ids
-            .insert(service.spec.name.clone(), service.id.clone());
+        self.service_ids.insert(service.spec.name.clone(), service.id.clone());
         self.services.insert(service.id.clone(), service.clone());
         changes.push(Change::ServiceUpserted(Box::new(service.clone())));
         Outcome::Service(Box::new(service))
     }
+}
+
+fn validate_node_name(name: &str) -> Result<(), CoreError> {
+    if name.is_empty() || name.len() > 253 || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(CoreError::invalid(
+            "name",
+            format!("node name '{name}' must be 1-253 characters without whitespace"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -374,41 +680,26 @@ mod tests {
     use crate::{PortMapping, Protocol, ServiceLink};
 
     fn request(id: &str, command: Command) -> Request {
-        Request {
-            request_id: id.to_string(),
-            issued_at_ms: 1_000,
-            command,
-        }
+        Request { request_id: id.to_string(), issued_at_ms: 1_000, command }
     }
 
     fn create(name: &str) -> Command {
-        Command::CreateService {
-            id: format!("id-{name}"),
-            spec: ServiceSpec::new(name, "busybox"),
-        }
+        Command::CreateService { id: format!("id-{name}"), spec: ServiceSpec::new(name, "busybox") }
     }
 
     #[test]
     fn create_then_update_bumps_the_version_to_the_entry_index() {
         let mut state = ClusterState::default();
         let (created, changes) = state.apply(5, &request("a", create("web")));
-        let Ok(Outcome::Service(service)) = created else {
-            panic!("create failed: {created:?}")
-        };
+        let Ok(Outcome::Service(service)) = created else { panic!("create failed: {created:?}") };
         assert_eq!(service.version, 5);
         assert_eq!(changes.len(), 1);
 
         let mut spec = service.spec.clone();
         spec.image = "busybox:2".into();
-        let update = Command::UpdateService {
-            name: "web".into(),
-            spec,
-            expected_version: 5,
-        };
+        let update = Command::UpdateService { name: "web".into(), spec, expected_version: 5 };
         let (updated, _) = state.apply(9, &request("b", update));
-        assert!(
-            matches!(updated, Ok(Outcome::Service(ref s)) if s.version == 9 && s.spec.image == "busybox:2")
-        );
+        assert!(matches!(updated, Ok(Outcome::Service(ref s)) if s.version == 9 && s.spec.image == "busybox:2"));
     }
 
     #[test]
@@ -416,19 +707,10 @@ mod tests {
         let mut state = ClusterState::default();
         let _ = state.apply(5, &request("a", create("web")));
         let before = state.service("web").cloned();
-        let update = Command::UpdateService {
-            name: "web".into(),
-            spec: ServiceSpec::new("web", "other"),
-            expected_version: 4,
-        };
+        let update =
+            Command::UpdateService { name: "web".into(), spec: ServiceSpec::new("web", "other"), expected_version: 4 };
         let (response, changes) = state.apply(6, &request("b", update));
-        assert_eq!(
-            response,
-            Err(CoreError::StaleVersion {
-                expected: 4,
-                found: 5
-            })
-        );
+        assert_eq!(response, Err(CoreError::StaleVersion { expected: 4, found: 5 }));
         assert!(changes.is_empty());
         assert_eq!(state.service("web").cloned(), before);
     }
@@ -449,68 +731,26 @@ mod tests {
     fn links_and_ports_are_checked_against_other_services() {
         let mut state = ClusterState::default();
         let mut spec = ServiceSpec::new("web", "busybox");
-        spec.links.push(ServiceLink {
-            service: "db".into(),
-            alias: String::new(),
-        });
-        let err = state
-            .check(&Command::CreateService {
-                id: "x".into(),
-                spec,
-            })
-            .expect_err("missing link");
-        assert_eq!(
-            err,
-            CoreError::invalid("links[0].service", "service 'db' does not exist")
-        );
+        spec.links.push(ServiceLink { service: "db".into(), alias: String::new() });
+        let err = state.check(&Command::CreateService { id: "x".into(), spec }).expect_err("missing link");
+        assert_eq!(err, CoreError::invalid("links[0].service", "service 'db' does not exist"));
 
         let mut web = ServiceSpec::new("web", "busybox");
-        web.ports.push(PortMapping {
-            host_port: 80,
-            container_port: 80,
-            protocol: Protocol::Tcp,
-        });
-        let _ = state.apply(
-            1,
-            &request(
-                "a",
-                Command::CreateService {
-                    id: "w".into(),
-                    spec: web.clone(),
-                },
-            ),
-        );
+        web.ports.push(PortMapping { host_port: 80, container_port: 80, protocol: Protocol::Tcp });
+        let _ = state.apply(1, &request("a", Command::CreateService { id: "w".into(), spec: web.clone() }));
         let mut other = web.clone();
         other.name = "other".into();
-        let err = state
-            .check(&Command::CreateService {
-                id: "o".into(),
-                spec: other,
-            })
-            .expect_err("port taken");
-        assert!(
-            matches!(err, CoreError::SpecInvalid { ref field, .. } if field == "ports[0].host_port")
-        );
+        let err = state.check(&Command::CreateService { id: "o".into(), spec: other }).expect_err("port taken");
+        assert!(matches!(err, CoreError::SpecInvalid { ref field, .. } if field == "ports[0].host_port"));
         // Its own port does not conflict with itself on update.
-        let update = Command::UpdateService {
-            name: "web".into(),
-            spec: web,
-            expected_version: 1,
-        };
+        let update = Command::UpdateService { name: "web".into(), spec: web, expected_version: 1 };
         assert_eq!(state.check(&update), Ok(()));
     }
 
     #[test]
     fn manager_ids_start_after_the_bootstrap_manager() {
         let mut state = ClusterState::default();
-        let alloc = || {
-            request(
-                "",
-                Command::AllocateManagerId {
-                    address: "x".into(),
-                },
-            )
-        };
+        let alloc = || request("", Command::AllocateManagerId { address: "x".into() });
         assert_eq!(state.apply(1, &alloc()).0, Ok(Outcome::ManagerId(2)));
         assert_eq!(state.apply(2, &alloc()).0, Ok(Outcome::ManagerId(3)));
     }
@@ -520,24 +760,9 @@ mod tests {
         let mut state = ClusterState::default();
         let _ = state.apply(1, &request("a", create("db")));
         let mut web = ServiceSpec::new("web", "busybox");
-        web.links.push(ServiceLink {
-            service: "db".into(),
-            alias: "store".into(),
-        });
-        let _ = state.apply(
-            2,
-            &request(
-                "b",
-                Command::CreateService {
-                    id: "w".into(),
-                    spec: web,
-                },
-            ),
-        );
-        let (response, _) = state.apply(
-            3,
-            &request("c", Command::RemoveService { name: "db".into() }),
-        );
+        web.links.push(ServiceLink { service: "db".into(), alias: "store".into() });
+        let _ = state.apply(2, &request("b", Command::CreateService { id: "w".into(), spec: web }));
+        let (response, _) = state.apply(3, &request("c", Command::RemoveService { name: "db".into() }));
         assert!(matches!(response, Err(CoreError::Conflict(_))));
         assert!(state.service("db").is_some());
     }
@@ -546,10 +771,7 @@ mod tests {
         let name = prop::sample::select(vec!["a", "b", "c"]);
         prop_oneof![
             name.clone().prop_map(create),
-            (name.clone(), 0u32..5).prop_map(|(n, r)| Command::ScaleService {
-                name: n.into(),
-                replicas: r
-            }),
+            (name.clone(), 0u32..5).prop_map(|(n, r)| Command::ScaleService { name: n.into(), replicas: r }),
             (name.clone(), 0u64..20).prop_map(|(n, v)| Command::UpdateService {
                 name: n.into(),
                 spec: ServiceSpec::new(n, "img2"),

@@ -47,11 +47,7 @@ pub struct JoinToken {
 impl JoinToken {
     /// `secret` comes from the caller's random source, keeping this module pure.
     pub fn new(role: Role, cluster_id: &str, secret: [u8; SECRET_BYTES]) -> Self {
-        JoinToken {
-            role,
-            cluster_id: cluster_id.to_string(),
-            secret: hex::encode(secret),
-        }
+        JoinToken { role, cluster_id: cluster_id.to_string(), secret: hex::encode(secret) }
     }
 
     pub fn hash(&self) -> String {
@@ -65,13 +61,7 @@ pub fn hash_token(token: &str) -> String {
 
 impl fmt::Display for JoinToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{PREFIX}-{}-{}-{}",
-            self.role.code(),
-            self.cluster_id,
-            self.secret
-        )
+        write!(f, "{PREFIX}-{}-{}-{}", self.role.code(), self.cluster_id, self.secret)
     }
 }
 
@@ -79,12 +69,8 @@ impl FromStr for JoinToken {
     type Err = CoreError;
 
     fn from_str(s: &str) -> Result<Self, CoreError> {
-        let malformed = || {
-            CoreError::invalid(
-                "token",
-                "malformed join token: expected BERTH1-MGR|WKR-<cluster id>-<secret>",
-            )
-        };
+        let malformed =
+            || CoreError::invalid("token", "malformed join token: expected BERTH1-MGR|WKR-<cluster id>-<secret>");
         let mut parts = s.trim().split('-');
         if parts.next() != Some(PREFIX) {
             return Err(malformed());
@@ -94,22 +80,12 @@ impl FromStr for JoinToken {
             Some("WKR") => Role::Worker,
             _ => return Err(malformed()),
         };
-        let cluster_id = parts
-            .next()
-            .filter(|c| !c.is_empty())
-            .ok_or_else(malformed)?;
-        let secret = parts
-            .next()
-            .filter(|c| c.len() == SECRET_BYTES * 2)
-            .ok_or_else(malformed)?;
+        let cluster_id = parts.next().filter(|c| !c.is_empty()).ok_or_else(malformed)?;
+        let secret = parts.next().filter(|c| c.len() == SECRET_BYTES * 2).ok_or_else(malformed)?;
         if parts.next().is_some() || !secret.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(malformed());
         }
-        Ok(JoinToken {
-            role,
-            cluster_id: cluster_id.to_string(),
-            secret: secret.to_string(),
-        })
+        Ok(JoinToken { role, cluster_id: cluster_id.to_string(), secret: secret.to_string() })
     }
 }
 
@@ -125,22 +101,12 @@ mod tests {
         let parsed: JoinToken = text.parse().expect("round trip");
         assert_eq!(parsed, token);
         assert_eq!(parsed.hash(), hash_token(&text));
-        assert_ne!(
-            parsed.hash(),
-            JoinToken::new(Role::Worker, "c0ffee", [7; SECRET_BYTES]).hash()
-        );
+        assert_ne!(parsed.hash(), JoinToken::new(Role::Worker, "c0ffee", [7; SECRET_BYTES]).hash());
     }
 
     #[test]
     fn malformed_tokens_are_refused() {
-        for bad in [
-            "",
-            "garbage",
-            "BERTH1-XXX-c-00",
-            "BERTH1-MGR--00",
-            "BERTH1-MGR-c-zz",
-            "BERTH1-WKR-c-0000",
-        ] {
+        for bad in ["", "garbage", "BERTH1-XXX-c-00", "BERTH1-MGR--00", "BERTH1-MGR-c-zz", "BERTH1-WKR-c-0000"] {
             assert!(bad.parse::<JoinToken>().is_err(), "{bad} should be refused");
         }
     }

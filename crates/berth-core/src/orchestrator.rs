@@ -1,0 +1,609 @@
+//! The orchestrator's decisions, as a pure function of the state: which
+//! tasks to create (replicas, every-node, restarts with back-off), which to
+//! stop (scale-down, drained nodes, removed services) and which finished
+//! records to forget. The leader runs it after every change and commits the
+//! resulting [`TaskPlan`] as one Raft entry; placing new tasks on nodes is
+//! the scheduler's job, not this one's.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{
+    Autodestroy, ClusterState, DesiredState, Health, Node, NodeStatus, RestartCondition, Service, ServiceMode, Task,
+    TaskPlan, TaskState,
+};
+
+/// Finished tasks kept per slot for `service ps`, beyond the current one.
+pub const MAX_TASK_HISTORY_PER_SLOT: usize = 3;
+/// The second restart in a row waits this long; each further one doubles it.
+pub const RESTART_BACKOFF_BASE_MS: i64 = 100;
+pub const RESTART_BACKOFF_MAX_MS: i64 = 10_000;
+/// A task that ran this long before stopping resets the back-off.
+pub const RESTART_RESET_AFTER_MS: i64 = 10_000;
+
+/// What to do now, and when to look again (a restart waiting on back-off).
+#[derive(Debug, Default, PartialEq)]
+pub struct Reconciliation {
+    pub plan: TaskPlan,
+    pub wake_at_ms: Option<i64>,
+}
+
+impl Reconciliation {
+    fn wake_at(&mut self, at_ms: i64) {
+        self.wake_at_ms = Some(self.wake_at_ms.map_or(at_ms, |w| w.min(at_ms)));
+    }
+}
+
+/// Compares every service with its tasks. `new_id` names new tasks.
+pub fn reconcile(state: &ClusterState, now_ms: i64, new_id: &mut dyn FnMut() -> String) -> Reconciliation {
+    let mut out = Reconciliation::default();
+    for service in state.services() {
+        match service.spec.mode {
+            ServiceMode::Replicated { replicas } => {
+                reconcile_replicated(state, service, replicas, now_ms, new_id, &mut out)
+            }
+            ServiceMode::EveryNode => reconcile_every_node(state, service, now_ms, new_id, &mut out),
+        }
+    }
+    collect_garbage(state, &mut out);
+    out
+}
+
+/// What the newest task of a slot says about the slot.
+enum SlotFate {
+    /// A task runs or will run there.
+    Live,
+    /// Finished for good by its restart or autodestroy policy.
+    Done,
+    /// Needs a new task, not before `at_ms`, as restart number `attempt`.
+    Replace { at_ms: i64, attempt: u32 },
+    /// Retired by a scale-down; the slot number is free again.
+    Retired,
+}
+
+fn slot_fate(service: &Service, latest: &Task, now_ms: i64) -> SlotFate {
+    if latest.desired == DesiredState::Remove {
+        return SlotFate::Retired;
+    }
+    if !latest.state.is_terminal() {
+        return if latest.desired == DesiredState::Running {
+            SlotFate::Live
+        } else {
+            SlotFate::Replace { at_ms: now_ms, attempt: latest.attempt }
+        };
+    }
+    if latest.desired == DesiredState::Shutdown || latest.state == TaskState::Orphaned {
+        // Stopped by berth (drain) or lost with its node: not the task's
+        // fault, so no back-off and no restart counted.
+        return SlotFate::Replace { at_ms: now_ms, attempt: latest.attempt };
+    }
+    let spec = &latest.spec;
+    let succeeded = latest.state == TaskState::Complete;
+    let autodestroyed = match spec.autodestroy {
+        Autodestroy::Off => false,
+        Autodestroy::OnSuccess => succeeded,
+        Autodestroy::Always => true,
+    };
+    let restart = match service.spec.restart.condition {
+        RestartCondition::Always => true,
+        RestartCondition::OnFailure => !succeeded,
+        RestartCondition::Never => false,
+    };
+    if autodestroyed || !restart {
+        return SlotFate::Done;
+    }
+    let ran_for = latest.state_since_ms - latest.started_at_ms;
+    let attempt = if latest.started_at_ms > 0 && ran_for >= RESTART_RESET_AFTER_MS { 1 } else { latest.attempt + 1 };
+    let max = service.spec.restart.max_attempts;
+    if max > 0 && attempt > max {
+        return SlotFate::Done;
+    }
+    SlotFate::Replace { at_ms: latest.state_since_ms + backoff_ms(attempt), attempt }
+}
+
+/// The first restart is immediate; then 100 ms, 200 ms, ... up to 10 s.
+pub fn backoff_ms(attempt: u32) -> i64 {
+    if attempt <= 1 {
+        return 0;
+    }
+    let doublings = (attempt - 2).min(20);
+    (RESTART_BACKOFF_BASE_MS << doublings).min(RESTART_BACKOFF_MAX_MS)
+}
+
+fn newest<'a>(tasks: &[&'a Task]) -> Option<&'a Task> {
+    tasks.iter().copied().max_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)))
+}
+
+fn new_task(service: &Service, slot: u32, node_id: Option<String>, attempt: u32, id: String) -> Task {
+    Task {
+        id,
+        service_id: service.id.clone(),
+        service_name: service.spec.name.clone(),
+        service_version: service.version,
+        slot,
+        spec: service.spec.clone(),
+        node_id,
+        desired: DesiredState::Running,
+        state: TaskState::New,
+        health: Health::None,
+        container_id: String::new(),
+        exit_code: None,
+        message: String::new(),
+        attempt,
+        created_at_ms: 0,
+        state_since_ms: 0,
+        started_at_ms: 0,
+    }
+}
+
+/// A node where running tasks must stop: drained, or gone.
+fn must_leave(node: Option<&Node>) -> bool {
+    node.is_none_or(|n| n.availability == crate::Availability::Drain)
+}
+
+fn reconcile_replicated(
+    state: &ClusterState,
+    service: &Service,
+    replicas: u32,
+    now_ms: i64,
+    new_id: &mut dyn FnMut() -> String,
+    out: &mut Reconciliation,
+) {
+    let mut slots: BTreeMap<u32, Vec<&Task>> = BTreeMap::new();
+    for task in state.tasks_of_service(&service.id) {
+        slots.entry(task.slot).or_default().push(task);
+    }
+    // Live tasks on drained or removed nodes stop; their slot is replaced.
+    let mut shutting_down = BTreeSet::new();
+    for task in slots.values().flatten() {
+        if task.is_live() && task.node_id.as_deref().is_some_and(|n| must_leave(state.node(n))) {
+            out.plan.set_desired.push((task.id.clone(), DesiredState::Shutdown));
+            shutting_down.insert(task.id.clone());
+        }
+    }
+
+    let mut occupied: Vec<(u32, &Task, bool)> = Vec::new(); // (slot, newest task, live)
+    for (&slot, tasks) in &slots {
+        let Some(latest) = newest(tasks) else { continue };
+        let fate = if shutting_down.contains(&latest.id) {
+            SlotFate::Replace { at_ms: now_ms, attempt: latest.attempt }
+        } else {
+            slot_fate(service, latest, now_ms)
+        };
+        match fate {
+            SlotFate::Live => occupied.push((slot, latest, true)),
+            SlotFate::Done => occupied.push((slot, latest, false)),
+            SlotFate::Retired => {}
+            SlotFate::Replace { at_ms, attempt } => {
+                occupied.push((slot, latest, true));
+                if slot > replicas && occupied.len() as u32 > replicas {
+                    continue; // about to be retired by the scale-down below
+                }
+                if at_ms <= now_ms {
+                    out.plan.create.push(new_task(service, slot, None, attempt, new_id()));
+                } else {
+                    out.wake_at(at_ms);
+                }
+            }
+        }
+    }
+
+    let wanted = replicas as usize;
+    if occupied.len() > wanted {
+        retire_extra_slots(state, &mut occupied, wanted, out);
+    } else if occupied.len() < wanted {
+        let taken: BTreeSet<u32> = occupied.iter().map(|(slot, _, _)| *slot).collect();
+        let free = (1..).filter(|slot| !taken.contains(slot));
+        for slot in free.take(wanted - occupied.len()) {
+            out.plan.create.push(new_task(service, slot, None, 0, new_id()));
+        }
+    }
+}
+
+/// Scale-down: finished slots go first, then tasks not yet placed, then
+/// running tasks from the most loaded nodes.
+fn retire_extra_slots(
+    state: &ClusterState,
+    occupied: &mut [(u32, &Task, bool)],
+    wanted: usize,
+    out: &mut Reconciliation,
+) {
+    let mut load: BTreeMap<&str, usize> = BTreeMap::new();
+    for node in state.nodes() {
+        load.insert(node.id.as_str(), state.tasks_of_node(&node.id).filter(|t| t.is_live()).count());
+    }
+    let mut retire = occupied.len() - wanted;
+    let mut candidates: Vec<&(u32, &Task, bool)> = occupied.iter().collect();
+    while retire > 0 && !candidates.is_empty() {
+        let rank = |(slot, task, live): &&(u32, &Task, bool)| {
+            let node_load = task.node_id.as_deref().and_then(|n| load.get(n)).copied().unwrap_or(0);
+            (!*live, task.node_id.is_none(), node_load, *slot)
+        };
+        let Some((index, _)) = candidates.iter().enumerate().max_by_key(|(_, c)| rank(c)) else { break };
+        let (_, task, _) = candidates.swap_remove(index);
+        for t in state.tasks_of_service(&task.service_id).filter(|t| t.slot == task.slot) {
+            if t.desired != DesiredState::Remove {
+                out.plan.set_desired.push((t.id.clone(), DesiredState::Remove));
+            }
+        }
+        if let Some(n) = task.node_id.as_deref().and_then(|n| load.get_mut(n)) {
+            *n = n.saturating_sub(1);
+        }
+        retire -= 1;
+    }
+}
+
+fn reconcile_every_node(
+    state: &ClusterState,
+    service: &Service,
+    now_ms: i64,
+    new_id: &mut dyn FnMut() -> String,
+    out: &mut Reconciliation,
+) {
+    let mut by_node: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+    for task in state.tasks_of_service(&service.id) {
+        if let Some(node) = task.node_id.as_deref() {
+            by_node.entry(node).or_default().push(task);
+        }
+    }
+    let carries_tags = |node: &Node| service.spec.tags.iter().all(|t| node.tags.contains(t));
+    // Tasks on nodes that no longer qualify stop.
+    for (node_id, tasks) in &by_node {
+        let qualifies = state.node(node_id).is_some_and(|n| carries_tags(n) && !must_leave(Some(n)));
+        if !qualifies {
+            for task in tasks.iter().filter(|t| t.is_live()) {
+                out.plan.set_desired.push((task.id.clone(), DesiredState::Shutdown));
+            }
+        }
+    }
+    for node in state.nodes() {
+        if !carries_tags(node) || !node.accepts_tasks() {
+            continue;
+        }
+        let tasks = by_node.get(node.id.as_str()).map(Vec::as_slice).unwrap_or_default();
+        let fate = match newest(tasks) {
+            None => SlotFate::Replace { at_ms: now_ms, attempt: 0 },
+            Some(latest) => slot_fate(service, latest, now_ms),
+        };
+        match fate {
+            SlotFate::Live | SlotFate::Done => {}
+            SlotFate::Retired => out.plan.create.push(new_task(service, 0, Some(node.id.clone()), 0, new_id())),
+            SlotFate::Replace { at_ms, attempt } if at_ms <= now_ms => {
+                out.plan.create.push(new_task(service, 0, Some(node.id.clone()), attempt, new_id()));
+            }
+            SlotFate::Replace { at_ms, .. } => out.wake_at(at_ms),
+        }
+    }
+}
+
+/// Forgets task records nobody needs: tasks of removed services, tasks told
+/// to go whose container is gone (or whose node is), and old history.
+fn collect_garbage(state: &ClusterState, out: &mut Reconciliation) {
+    let mut per_slot: BTreeMap<(&str, u32, Option<&str>), Vec<&Task>> = BTreeMap::new();
+    for task in state.tasks() {
+        let service_exists = state.service_by_id(&task.service_id).is_some();
+        let node_gone = match task.node_id.as_deref() {
+            None => true,
+            Some(node) => state.node(node).is_none_or(|n| n.status == NodeStatus::Down),
+        };
+        if !service_exists && task.desired != DesiredState::Remove {
+            out.plan.set_desired.push((task.id.clone(), DesiredState::Remove));
+            if node_gone {
+                out.plan.delete.push(task.id.clone());
+            }
+            continue;
+        }
+        if task.desired == DesiredState::Remove && (task.state.is_terminal() || node_gone) {
+            out.plan.delete.push(task.id.clone());
+            continue;
+        }
+        if task.state.is_terminal() {
+            let node_key = if task.slot == 0 { task.node_id.as_deref() } else { None };
+            per_slot.entry((task.service_id.as_str(), task.slot, node_key)).or_default().push(task);
+        }
+    }
+    for mut finished in per_slot.into_values() {
+        if finished.len() <= MAX_TASK_HISTORY_PER_SLOT {
+            continue;
+        }
+        finished.sort_by(|a, b| (b.created_at_ms, &b.id).cmp(&(a.created_at_ms, &a.id)));
+        // Never forget the newest task of a slot: it tells the slot's fate.
+        out.plan.delete.extend(finished.iter().skip(MAX_TASK_HISTORY_PER_SLOT).map(|t| t.id.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        Availability, Command, NodeStatusUpdate, Outcome, Request, Resources, RestartPolicy, ServiceSpec, TaskStatus,
+    };
+
+    struct World {
+        state: ClusterState,
+        index: u64,
+        now: i64,
+        next_id: u32,
+    }
+
+    impl World {
+        fn new() -> Self {
+            World { state: ClusterState::default(), index: 0, now: 1_000, next_id: 0 }
+        }
+
+        fn apply(&mut self, command: Command) -> Outcome {
+            self.index += 1;
+            let request = Request { request_id: String::new(), issued_at_ms: self.now, command };
+            self.state.apply(self.index, &request).0.expect("command applies")
+        }
+
+        fn node(&mut self, name: &str, tags: &[&str]) -> String {
+            let command = Command::RegisterNode {
+                id: format!("id-{name}"),
+                name: name.into(),
+                address: String::new(),
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+                resources: Resources::default(),
+            };
+            match self.apply(command) {
+                Outcome::Node(node) => node.id,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+
+        fn service(&mut self, spec: ServiceSpec) {
+            let id = format!("svc-{}", spec.name);
+            self.apply(Command::CreateService { id, spec });
+        }
+
+        /// Runs the orchestrator and commits its plan; returns it.
+        fn reconcile(&mut self) -> Reconciliation {
+            let mut counter = self.next_id;
+            let result = reconcile(&self.state, self.now, &mut || {
+                counter += 1;
+                format!("t{counter}")
+            });
+            self.next_id = counter;
+            if !result.plan.is_empty() {
+                self.apply(Command::ReconcileTasks(result.plan.clone()));
+            }
+            result
+        }
+
+        /// Places every new task on the given node and reports it running.
+        fn run_all_on(&mut self, node: &str) {
+            let new: Vec<String> = self
+                .state
+                .tasks()
+                .filter(|t| t.state == TaskState::New && t.node_id.is_none())
+                .map(|t| t.id.clone())
+                .collect();
+            let assignments = new.iter().map(|t| (t.clone(), node.to_string())).collect();
+            self.apply(Command::AssignTasks { assignments, unplaceable: vec![] });
+            let assigned: Vec<(String, String)> = self
+                .state
+                .tasks()
+                .filter(|t| t.state == TaskState::Assigned || (t.state == TaskState::New && t.node_id.is_some()))
+                .map(|t| (t.id.clone(), t.node_id.clone().unwrap_or_default()))
+                .collect();
+            for (task, node) in assigned {
+                self.report(&node, &task, TaskState::Running, None);
+            }
+        }
+
+        fn report(&mut self, node: &str, task: &str, state: TaskState, exit_code: Option<i64>) {
+            let status = TaskStatus {
+                task_id: task.into(),
+                state,
+                health: Health::None,
+                container_id: format!("c-{task}"),
+                exit_code,
+                message: String::new(),
+            };
+            self.apply(Command::ReportTaskStatus { node_id: node.into(), statuses: vec![status] });
+        }
+
+        fn live(&self) -> Vec<&Task> {
+            self.state.tasks().filter(|t| t.is_live()).collect()
+        }
+    }
+
+    fn replicated(name: &str, replicas: u32) -> ServiceSpec {
+        let mut spec = ServiceSpec::new(name, "busybox");
+        spec.mode = ServiceMode::Replicated { replicas };
+        spec
+    }
+
+    #[test]
+    fn creates_one_task_per_missing_replica_and_then_nothing() {
+        let mut w = World::new();
+        w.service(replicated("web", 3));
+        let first = w.reconcile();
+        assert_eq!(first.plan.create.len(), 3);
+        let slots: BTreeSet<u32> = first.plan.create.iter().map(|t| t.slot).collect();
+        assert_eq!(slots, BTreeSet::from([1, 2, 3]));
+        assert!(w.reconcile().plan.is_empty(), "a converged service needs nothing");
+    }
+
+    #[test]
+    fn a_failed_task_is_replaced_in_its_slot_with_back_off_after_the_first_retry() {
+        let mut w = World::new();
+        let n = w.node("n1", &[]);
+        w.service(replicated("web", 1));
+        w.reconcile();
+        w.run_all_on(&n);
+        let first = w.live()[0].id.clone();
+        w.report(&n, &first, TaskState::Failed, Some(1));
+        let plan = w.reconcile().plan;
+        assert_eq!(plan.create.len(), 1, "first restart is immediate");
+        assert_eq!((plan.create[0].slot, plan.create[0].attempt), (1, 1));
+
+        w.run_all_on(&n);
+        let second = w.live()[0].id.clone();
+        w.report(&n, &second, TaskState::Failed, Some(1));
+        let later = w.reconcile();
+        assert!(later.plan.create.is_empty(), "second restart waits");
+        assert_eq!(later.wake_at_ms, Some(w.now + RESTART_BACKOFF_BASE_MS));
+        w.now += RESTART_BACKOFF_BASE_MS;
+        assert_eq!(w.reconcile().plan.create.len(), 1);
+    }
+
+    #[test]
+    fn restart_policy_and_max_attempts_are_honoured() {
+        let cases = [
+            (RestartCondition::Never, TaskState::Failed, 0, false),
+            (RestartCondition::OnFailure, TaskState::Complete, 0, false),
+            (RestartCondition::OnFailure, TaskState::Failed, 0, true),
+            (RestartCondition::Always, TaskState::Complete, 0, true),
+            (RestartCondition::Always, TaskState::Failed, 1, true),
+        ];
+        for (condition, end, max_attempts, restarts) in cases {
+            let mut w = World::new();
+            let n = w.node("n1", &[]);
+            let mut spec = replicated("job", 1);
+            spec.restart = RestartPolicy { condition, max_attempts };
+            w.service(spec);
+            w.reconcile();
+            w.run_all_on(&n);
+            let task = w.live()[0].id.clone();
+            w.report(&n, &task, end, Some(i64::from(end == TaskState::Failed)));
+            let created = w.reconcile().plan.create.len();
+            assert_eq!(created == 1, restarts, "{condition:?} after {end:?}");
+        }
+    }
+
+    #[test]
+    fn max_attempts_stops_restarting() {
+        let mut w = World::new();
+        let n = w.node("n1", &[]);
+        let mut spec = replicated("job", 1);
+        spec.restart = RestartPolicy { condition: RestartCondition::OnFailure, max_attempts: 1 };
+        w.service(spec);
+        w.reconcile();
+        for _ in 0..2 {
+            w.run_all_on(&n);
+            let task = w.live()[0].id.clone();
+            w.report(&n, &task, TaskState::Failed, Some(1));
+            w.now += RESTART_BACKOFF_MAX_MS;
+            w.reconcile();
+        }
+        assert!(w.live().is_empty(), "one restart allowed, then the slot stays failed");
+    }
+
+    #[test]
+    fn autodestroy_ends_the_slot_for_good() {
+        let mut w = World::new();
+        let n = w.node("n1", &[]);
+        let mut spec = replicated("job", 2);
+        spec.autodestroy = Autodestroy::OnSuccess;
+        w.service(spec);
+        w.reconcile();
+        w.run_all_on(&n);
+        let tasks: Vec<String> = w.live().iter().map(|t| t.id.clone()).collect();
+        w.report(&n, &tasks[0], TaskState::Complete, Some(0));
+        w.report(&n, &tasks[1], TaskState::Failed, Some(3));
+        let plan = w.reconcile().plan;
+        assert_eq!(plan.create.len(), 1, "only the failed one is replaced");
+        assert_eq!(plan.create[0].slot, w.state.task(&tasks[1]).map(|t| t.slot).unwrap_or_default());
+    }
+
+    #[test]
+    fn scale_down_retires_from_the_most_loaded_node_first() {
+        let mut w = World::new();
+        let a = w.node("a", &[]);
+        let b = w.node("b", &[]);
+        w.service(replicated("web", 3));
+        w.reconcile();
+        // Two tasks on a, one on b.
+        let ids: Vec<String> = w.state.tasks().map(|t| t.id.clone()).collect();
+        let assignments = vec![(ids[0].clone(), a.clone()), (ids[1].clone(), a.clone()), (ids[2].clone(), b.clone())];
+        w.apply(Command::AssignTasks { assignments, unplaceable: vec![] });
+        w.apply(Command::ScaleService { name: "web".into(), replicas: 2 });
+        let plan = w.reconcile().plan;
+        assert_eq!(plan.set_desired.len(), 1);
+        let retired = w.state.task(&plan.set_desired[0].0).and_then(|t| t.node_id.clone());
+        assert_eq!(retired, Some(a));
+        assert_eq!(w.live().len(), 2);
+        assert!(w.reconcile().plan.create.is_empty(), "retired slots are not refilled");
+    }
+
+    #[test]
+    fn a_down_node_orphans_its_tasks_and_they_are_replaced() {
+        let mut w = World::new();
+        let a = w.node("a", &[]);
+        w.service(replicated("web", 2));
+        w.reconcile();
+        w.run_all_on(&a);
+        let update =
+            NodeStatusUpdate { node_id: a.clone(), status: NodeStatus::Down, message: "missed heartbeats".into() };
+        w.apply(Command::SetNodeStatus { updates: vec![update] });
+        assert!(w.state.tasks().all(|t| t.state == TaskState::Orphaned));
+        let plan = w.reconcile().plan;
+        assert_eq!(plan.create.len(), 2, "replaced at once, no back-off");
+    }
+
+    #[test]
+    fn draining_a_node_moves_its_tasks() {
+        let mut w = World::new();
+        let a = w.node("a", &[]);
+        w.service(replicated("web", 2));
+        w.reconcile();
+        w.run_all_on(&a);
+        w.apply(Command::UpdateNode {
+            id: a,
+            availability: Some(Availability::Drain),
+            tags_add: vec![],
+            tags_rm: vec![],
+        });
+        let plan = w.reconcile().plan;
+        assert_eq!(plan.set_desired.len(), 2);
+        assert!(plan.set_desired.iter().all(|(_, d)| *d == DesiredState::Shutdown));
+        assert_eq!(plan.create.len(), 2);
+    }
+
+    #[test]
+    fn every_node_follows_nodes_and_their_tags() {
+        let mut w = World::new();
+        let a = w.node("a", &["ssd"]);
+        w.node("b", &[]);
+        let mut spec = ServiceSpec::new("agent", "busybox");
+        spec.mode = ServiceMode::EveryNode;
+        spec.strategy = crate::Strategy::EveryNode;
+        spec.tags = vec!["ssd".into()];
+        w.service(spec);
+        let plan = w.reconcile().plan;
+        assert_eq!(plan.create.len(), 1);
+        assert_eq!(plan.create[0].node_id.as_deref(), Some(a.as_str()));
+        let c = w.node("c", &["ssd"]);
+        let plan = w.reconcile().plan;
+        assert_eq!(plan.create.iter().map(|t| t.node_id.clone()).collect::<Vec<_>>(), vec![Some(c)]);
+        w.apply(Command::UpdateNode { id: a, availability: None, tags_add: vec![], tags_rm: vec!["ssd".into()] });
+        let plan = w.reconcile().plan;
+        assert_eq!(plan.set_desired.len(), 1, "the task on the node that lost the tag stops");
+    }
+
+    #[test]
+    fn removing_a_service_removes_its_tasks() {
+        let mut w = World::new();
+        let a = w.node("a", &[]);
+        w.service(replicated("web", 2));
+        w.reconcile();
+        w.run_all_on(&a);
+        w.apply(Command::RemoveService { name: "web".into() });
+        let plan = w.reconcile().plan;
+        assert_eq!(plan.set_desired.len(), 2);
+        let ids: Vec<String> = w.state.tasks().map(|t| t.id.clone()).collect();
+        for id in &ids {
+            w.report(&a, id, TaskState::Shutdown, None);
+        }
+        w.reconcile();
+        assert_eq!(w.state.tasks().count(), 0, "records go once the containers are down");
+    }
+
+    #[test]
+    fn back_off_grows_and_caps() {
+        assert_eq!(backoff_ms(1), 0);
+        assert_eq!(backoff_ms(2), 100);
+        assert_eq!(backoff_ms(3), 200);
+        assert_eq!(backoff_ms(50), RESTART_BACKOFF_MAX_MS);
+    }
+}
