@@ -9,7 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::env::set_var("PROTOC", protoc);
 
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["berth/v1/cluster.proto", "berth/v1/raft.proto"];
+    let files = ["berth/v1/cluster.proto", "berth/v1/raft.proto", "berth/v1/dispatcher.proto"];
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
 
     tonic_prost_build::configure()

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_core::token::{hash_token, JoinToken, Role};
+use berth_core::token::Role;
 use berth_core::{Command, CoreError, Outcome};
 use berth_proto::v1 as pb;
 use berth_proto::v1::cluster_api_client::ClusterApiClient;
@@ -17,7 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
-use crate::convert::{service_to_proto, spec_from_proto};
+use crate::convert::{node_to_proto, service_to_proto, spec_from_proto, task_to_proto};
 use crate::error::ManagerError;
 use crate::node::{random_bytes, ManagerNode};
 
@@ -57,6 +57,15 @@ fn invalid(e: CoreError) -> Status {
 }
 
 impl Api {
+    /// A node named by id or name, read linearizably.
+    async fn resolve_node(&self, id_or_name: &str) -> Result<String, Status> {
+        self.node.read_barrier().await?;
+        self.node
+            .view
+            .read(|state, _| state.find_node(id_or_name).map(|n| n.id.clone()))
+            .ok_or_else(|| invalid(CoreError::not_found("node", id_or_name)))
+    }
+
     async fn read_barrier(&self, consistency: i32) -> Result<(), Status> {
         if consistency == pb::ReadConsistency::Local as i32 {
             return Ok(());
@@ -69,48 +78,11 @@ impl Api {
         match self.node.leader() {
             Some((leader, _)) if leader == self.node.id => Ok(None),
             Some((_, addr)) => {
-                let channel = self
-                    .node
-                    .peers
-                    .channel(&addr)
-                    .map_err(|e| Status::internal(e.to_string()))?;
+                let channel = self.node.peers.channel(&addr).map_err(|e| Status::internal(e.to_string()))?;
                 Ok(Some(ClusterApiClient::new(channel)))
             }
             None => Err(ManagerError::NoQuorum("no leader is elected right now".into()).into()),
         }
-    }
-
-    fn check_token(&self, token: &str, wanted: Role) -> Result<(), Status> {
-        let parsed: JoinToken = token
-            .parse()
-            .map_err(|e: CoreError| Status::invalid_argument(e.to_string()))?;
-        let cluster = self
-            .node
-            .view
-            .read(|state, _| state.cluster.clone())
-            .ok_or_else(|| Status::unavailable("the cluster is still initialising"))?;
-        if parsed.cluster_id != cluster.id {
-            return Err(Status::permission_denied(format!(
-                "this token belongs to cluster {}, not to this cluster ({})",
-                parsed.cluster_id, cluster.id
-            )));
-        }
-        if parsed.role != wanted {
-            return Err(Status::permission_denied(format!(
-                "this is a {} join token; a {wanted} joins with the {wanted} token (`berth join-token {wanted}`)",
-                parsed.role
-            )));
-        }
-        let expected = match wanted {
-            Role::Manager => cluster.manager_token_hash,
-            Role::Worker => cluster.worker_token_hash,
-        };
-        if hash_token(token.trim()) != expected {
-            return Err(Status::permission_denied(
-                "invalid join token: it does not match this cluster's current token",
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -122,20 +94,11 @@ impl ClusterApi for Api {
         request: Request<pb::CreateServiceRequest>,
     ) -> Result<Response<pb::ServiceReply>, Status> {
         let request = request.into_inner();
-        let spec = spec_from_proto(
-            request
-                .spec
-                .ok_or_else(|| invalid(CoreError::invalid("spec", "is required")))?,
-        )
-        .map_err(invalid)?;
+        let spec = spec_from_proto(request.spec.ok_or_else(|| invalid(CoreError::invalid("spec", "is required")))?)
+            .map_err(invalid)?;
         let id = hex_id();
-        let outcome = self
-            .node
-            .write(
-                request_id_or_new(request.request_id),
-                Command::CreateService { id, spec },
-            )
-            .await?;
+        let outcome =
+            self.node.write(request_id_or_new(request.request_id), Command::CreateService { id, spec }).await?;
         service_reply(outcome, 0)
     }
 
@@ -145,21 +108,10 @@ impl ClusterApi for Api {
         request: Request<pb::UpdateServiceRequest>,
     ) -> Result<Response<pb::ServiceReply>, Status> {
         let request = request.into_inner();
-        let spec = spec_from_proto(
-            request
-                .spec
-                .ok_or_else(|| invalid(CoreError::invalid("spec", "is required")))?,
-        )
-        .map_err(invalid)?;
-        let command = Command::UpdateService {
-            name: request.name,
-            spec,
-            expected_version: request.expected_version,
-        };
-        let outcome = self
-            .node
-            .write(request_id_or_new(request.request_id), command)
-            .await?;
+        let spec = spec_from_proto(request.spec.ok_or_else(|| invalid(CoreError::invalid("spec", "is required")))?)
+            .map_err(invalid)?;
+        let command = Command::UpdateService { name: request.name, spec, expected_version: request.expected_version };
+        let outcome = self.node.write(request_id_or_new(request.request_id), command).await?;
         service_reply(outcome, 0)
     }
 
@@ -170,14 +122,8 @@ impl ClusterApi for Api {
     ) -> Result<Response<pb::ServiceReply>, Status> {
         let request = request.into_inner();
         let replicas = berth_core::non_negative("replicas", request.replicas).map_err(invalid)?;
-        let command = Command::ScaleService {
-            name: request.name,
-            replicas,
-        };
-        let outcome = self
-            .node
-            .write(request_id_or_new(request.request_id), command)
-            .await?;
+        let command = Command::ScaleService { name: request.name, replicas };
+        let outcome = self.node.write(request_id_or_new(request.request_id), command).await?;
         service_reply(outcome, 0)
     }
 
@@ -188,35 +134,20 @@ impl ClusterApi for Api {
     ) -> Result<Response<pb::RemoveServiceReply>, Status> {
         let request = request.into_inner();
         let command = Command::RemoveService { name: request.name };
-        match self
-            .node
-            .write(request_id_or_new(request.request_id), command)
-            .await?
-        {
-            Outcome::ServiceRemoved { id } => Ok(Response::new(pb::RemoveServiceReply {
-                id,
-                index: self.node.view.applied_index(),
-            })),
+        match self.node.write(request_id_or_new(request.request_id), command).await? {
+            Outcome::ServiceRemoved { id } => {
+                Ok(Response::new(pb::RemoveServiceReply { id, index: self.node.view.applied_index() }))
+            }
             other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
         }
     }
 
-    async fn get_service(
-        &self,
-        request: Request<pb::GetServiceRequest>,
-    ) -> Result<Response<pb::ServiceReply>, Status> {
+    async fn get_service(&self, request: Request<pb::GetServiceRequest>) -> Result<Response<pb::ServiceReply>, Status> {
         let request = request.into_inner();
         self.read_barrier(request.consistency).await?;
-        let (service, index) = self
-            .node
-            .view
-            .read(|state, index| (state.service(&request.name).cloned(), index));
-        let service =
-            service.ok_or_else(|| invalid(CoreError::not_found("service", &request.name)))?;
-        Ok(Response::new(pb::ServiceReply {
-            service: Some(service_to_proto(&service)),
-            index,
-        }))
+        let (service, index) = self.node.view.read(|state, index| (state.service(&request.name).cloned(), index));
+        let service = service.ok_or_else(|| invalid(CoreError::not_found("service", &request.name)))?;
+        Ok(Response::new(pb::ServiceReply { service: Some(service_to_proto(&service)), index }))
     }
 
     async fn list_services(
@@ -224,11 +155,79 @@ impl ClusterApi for Api {
         request: Request<pb::ListServicesRequest>,
     ) -> Result<Response<pb::ListServicesReply>, Status> {
         self.read_barrier(request.into_inner().consistency).await?;
-        let (services, index) = self
-            .node
-            .view
-            .read(|state, index| (state.services().map(service_to_proto).collect(), index));
+        let (services, index) =
+            self.node.view.read(|state, index| (state.services().map(service_to_proto).collect(), index));
         Ok(Response::new(pb::ListServicesReply { services, index }))
+    }
+
+    async fn list_nodes(&self, request: Request<pb::ListNodesRequest>) -> Result<Response<pb::ListNodesReply>, Status> {
+        self.read_barrier(request.into_inner().consistency).await?;
+        let (nodes, index) = self.node.view.read(|state, index| {
+            let nodes = state.nodes().map(|n| node_to_proto(n, live_task_count(state, &n.id))).collect();
+            (nodes, index)
+        });
+        Ok(Response::new(pb::ListNodesReply { nodes, index }))
+    }
+
+    async fn get_node(&self, request: Request<pb::GetNodeRequest>) -> Result<Response<pb::NodeReply>, Status> {
+        let request = request.into_inner();
+        self.read_barrier(request.consistency).await?;
+        let (node, index) = self.node.view.read(|state, index| {
+            let node = state.find_node(&request.node).map(|n| node_to_proto(n, live_task_count(state, &n.id)));
+            (node, index)
+        });
+        let node = node.ok_or_else(|| invalid(CoreError::not_found("node", &request.node)))?;
+        Ok(Response::new(pb::NodeReply { node: Some(node), index }))
+    }
+
+    #[instrument(skip_all, fields(node = self.node.id))]
+    async fn update_node(&self, request: Request<pb::UpdateNodeRequest>) -> Result<Response<pb::NodeReply>, Status> {
+        let request = request.into_inner();
+        let availability = if request.availability.is_empty() {
+            None
+        } else {
+            Some(request.availability.parse::<berth_core::Availability>().map_err(invalid)?)
+        };
+        let id = self.resolve_node(&request.node).await?;
+        let command = Command::UpdateNode { id, availability, tags_add: request.tags_add, tags_rm: request.tags_rm };
+        match self.node.write(request_id_or_new(request.request_id), command).await? {
+            Outcome::Node(node) => {
+                let count = self.node.view.read(|state, _| live_task_count(state, &node.id));
+                Ok(Response::new(pb::NodeReply { node: Some(node_to_proto(&node, count)), index: 0 }))
+            }
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    #[instrument(skip_all, fields(node = self.node.id))]
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeReply>, Status> {
+        let request = request.into_inner();
+        let id = self.resolve_node(&request.node).await?;
+        self.node.write(request_id_or_new(request.request_id), Command::RemoveNode { id }).await?;
+        Ok(Response::new(pb::RemoveNodeReply {}))
+    }
+
+    async fn list_tasks(&self, request: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksReply>, Status> {
+        let request = request.into_inner();
+        self.read_barrier(request.consistency).await?;
+        let (tasks, index) = self.node.view.read(|state, index| {
+            let node_name =
+                |t: &berth_core::Task| t.node_id.as_deref().and_then(|n| state.node(n)).map(|n| n.name.clone());
+            let to_proto = |t: &berth_core::Task| task_to_proto(t, &node_name(t).unwrap_or_default());
+            if request.service.is_empty() {
+                return (Ok(state.tasks().map(to_proto).collect::<Vec<_>>()), index);
+            }
+            match state.service(&request.service) {
+                Some(service) => (Ok(state.tasks_of_service(&service.id).map(to_proto).collect()), index),
+                None => (Err(CoreError::not_found("service", &request.service)), index),
+            }
+        });
+        let mut tasks = tasks.map_err(invalid)?;
+        tasks.sort_by(|a, b| (a.slot, &a.node_name, -a.created_at_ms).cmp(&(b.slot, &b.node_name, -b.created_at_ms)));
+        Ok(Response::new(pb::ListTasksReply { tasks, index }))
     }
 
     async fn cluster_status(
@@ -274,12 +273,10 @@ impl ClusterApi for Api {
                 },
             })
             .collect();
-        let commit_index = commit_index(&members, &voters)
-            .unwrap_or_else(|| metrics.last_applied.map_or(0, |l| l.index));
-        let leader_address = metrics
-            .current_leader
-            .and_then(|l| membership.get_node(&l).map(|n| n.addr.clone()))
-            .unwrap_or_default();
+        let commit_index =
+            commit_index(&members, &voters).unwrap_or_else(|| metrics.last_applied.map_or(0, |l| l.index));
+        let leader_address =
+            metrics.current_leader.and_then(|l| membership.get_node(&l).map(|n| n.addr.clone())).unwrap_or_default();
         Ok(Response::new(pb::ClusterStatusReply {
             cluster_id: self.node.identity.cluster_id.clone(),
             answered_by: self.node.id,
@@ -310,25 +307,16 @@ impl ClusterApi for Api {
         request: Request<pb::JoinManagerRequest>,
     ) -> Result<Response<pb::JoinManagerReply>, Status> {
         let request = request.into_inner();
-        self.check_token(&request.token, Role::Manager)?;
+        self.node.check_join_token(&request.token, Role::Manager)?;
         if request.advertise_address.trim().is_empty() {
-            return Err(invalid(CoreError::invalid(
-                "advertise_address",
-                "must not be empty",
-            )));
+            return Err(invalid(CoreError::invalid("advertise_address", "must not be empty")));
         }
         if let Some(mut leader) = self.leader_api()? {
             return leader.join_manager(request).await;
         }
         let node_id = if request.node_id == 0 {
-            let command = Command::AllocateManagerId {
-                address: request.advertise_address.clone(),
-            };
-            match self
-                .node
-                .write(uuid::Uuid::new_v4().to_string(), command)
-                .await?
-            {
+            let command = Command::AllocateManagerId { address: request.advertise_address.clone() };
+            match self.node.write(uuid::Uuid::new_v4().to_string(), command).await? {
                 Outcome::ManagerId(id) => {
                     info!(manager = id, address = %request.advertise_address, "allocated manager id");
                     id
@@ -336,9 +324,7 @@ impl ClusterApi for Api {
                 other => return Err(Status::internal(format!("unexpected outcome {other:?}"))),
             }
         } else {
-            self.node
-                .add_manager(request.node_id, request.advertise_address.clone())
-                .await?;
+            self.node.add_manager(request.node_id, request.advertise_address.clone()).await?;
             request.node_id
         };
         Ok(Response::new(pb::JoinManagerReply {
@@ -359,19 +345,13 @@ impl ClusterApi for Api {
             return leader.remove_manager(request).await;
         }
         self.node.remove_manager(request.node_id).await?;
-        info!(
-            manager = request.node_id,
-            "manager removed from the cluster"
-        );
+        info!(manager = request.node_id, "manager removed from the cluster");
         Ok(Response::new(pb::RemoveManagerReply {}))
     }
 
     type WatchStream = WatchStream;
 
-    async fn watch(
-        &self,
-        request: Request<pb::WatchRequest>,
-    ) -> Result<Response<WatchStream>, Status> {
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
         let start = self.node.view.watch(request.into_inner().from_index);
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_STREAM_BUFFER);
         tokio::spawn(async move {
@@ -385,10 +365,9 @@ impl ClusterApi for Api {
             loop {
                 let item = match live.recv().await {
                     Ok(item) => item,
-                    Err(RecvError::Lagged(missed)) => WatchItem::Resync {
-                        index: 0,
-                        reason: format!("this watcher fell {missed} changes behind"),
-                    },
+                    Err(RecvError::Lagged(missed)) => {
+                        WatchItem::Resync { index: 0, reason: format!("this watcher fell {missed} changes behind") }
+                    }
                     Err(RecvError::Closed) => return,
                 };
                 let resync = matches!(item, WatchItem::Resync { .. });
@@ -397,10 +376,13 @@ impl ClusterApi for Api {
                 }
             }
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
+}
+
+/// Tasks on a node that are meant to run there.
+fn live_task_count(state: &berth_core::ClusterState, node_id: &str) -> usize {
+    state.tasks_of_node(node_id).filter(|t| t.is_live()).count()
 }
 
 fn watch_event(item: WatchItem) -> pb::WatchEvent {
@@ -408,33 +390,31 @@ fn watch_event(item: WatchItem) -> pb::WatchEvent {
     match item {
         WatchItem::Change { index, change } => {
             let change = match change {
-                berth_core::Change::ServiceUpserted(service) => {
-                    Wire::ServiceUpserted(service_to_proto(&service))
-                }
+                berth_core::Change::ServiceUpserted(service) => Wire::ServiceUpserted(service_to_proto(&service)),
                 berth_core::Change::ServiceRemoved { id, name } => {
                     Wire::ServiceRemoved(pb::ServiceRemoved { id, name })
                 }
+                // Watchers get the node without its task count; `node ls` has it.
+                berth_core::Change::NodeUpserted(node) => Wire::NodeUpserted(node_to_proto(&node, 0)),
+                berth_core::Change::NodeRemoved { id } => Wire::NodeRemoved(id),
+                berth_core::Change::TaskUpserted(task) => Wire::TaskUpserted(task_to_proto(&task, "")),
+                berth_core::Change::TaskRemoved { id, service_id } => {
+                    Wire::TaskRemoved(pb::TaskRemoved { id, service_id })
+                }
             };
-            pb::WatchEvent {
-                index,
-                change: Some(change),
-            }
+            pb::WatchEvent { index, change: Some(change) }
         }
-        WatchItem::Resync { index, reason } => pb::WatchEvent {
-            index,
-            change: Some(Wire::Resync(pb::Resync { reason })),
-        },
+        WatchItem::Resync { index, reason } => {
+            pb::WatchEvent { index, change: Some(Wire::Resync(pb::Resync { reason })) }
+        }
     }
 }
 
 /// The highest index stored on a majority of voters, from the leader's
 /// replication view; `None` when this manager is not the leader.
 fn commit_index(members: &[pb::ManagerMember], voters: &BTreeSet<u64>) -> Option<u64> {
-    let mut matched: Vec<u64> = members
-        .iter()
-        .filter(|m| voters.contains(&m.id))
-        .map(|m| m.matched_index)
-        .collect::<Option<Vec<_>>>()?;
+    let mut matched: Vec<u64> =
+        members.iter().filter(|m| voters.contains(&m.id)).map(|m| m.matched_index).collect::<Option<Vec<_>>>()?;
     if matched.is_empty() {
         return None;
     }

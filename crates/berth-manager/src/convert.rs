@@ -3,8 +3,8 @@
 //! field it rejects, with the accepted values.
 
 use berth_core::{
-    non_negative, CoreError, EnvVar, HealthCheck, PortMapping, Resources, RestartPolicy, Service,
-    ServiceLink, ServiceMode, ServiceSpec, Strategy, UpdateConfig,
+    non_negative, CoreError, EnvVar, Health, HealthCheck, Node, PortMapping, Resources, RestartPolicy, Service,
+    ServiceLink, ServiceMode, ServiceSpec, Strategy, Task, TaskState, UpdateConfig,
 };
 use berth_proto::v1 as pb;
 
@@ -23,9 +23,7 @@ pub fn spec_from_proto(spec: pb::ServiceSpec) -> Result<ServiceSpec, CoreError> 
         strategy = Strategy::EveryNode;
         ServiceMode::EveryNode
     } else {
-        ServiceMode::Replicated {
-            replicas: non_negative("replicas", spec.replicas.unwrap_or(1))?,
-        }
+        ServiceMode::Replicated { replicas: non_negative("replicas", spec.replicas.unwrap_or(1))? }
     };
     let ports = spec
         .ports
@@ -34,10 +32,7 @@ pub fn spec_from_proto(spec: pb::ServiceSpec) -> Result<ServiceSpec, CoreError> 
         .map(|(i, p)| {
             Ok(PortMapping {
                 host_port: port_number(&format!("ports[{i}].host_port"), p.host_port)?,
-                container_port: port_number(
-                    &format!("ports[{i}].container_port"),
-                    p.container_port,
-                )?,
+                container_port: port_number(&format!("ports[{i}].container_port"), p.container_port)?,
                 protocol: p.protocol.parse().map_err(|_| {
                     CoreError::invalid(
                         format!("ports[{i}].protocol"),
@@ -53,24 +48,15 @@ pub fn spec_from_proto(spec: pb::ServiceSpec) -> Result<ServiceSpec, CoreError> 
             let defaults = HealthCheck::new(h.command.clone());
             Ok(HealthCheck {
                 command: h.command,
-                interval_ms: or_default(
-                    non_negative("health.interval", h.interval_ms)?,
-                    defaults.interval_ms,
-                ),
-                timeout_ms: or_default(
-                    non_negative("health.timeout", h.timeout_ms)?,
-                    defaults.timeout_ms,
-                ),
+                interval_ms: or_default(non_negative("health.interval", h.interval_ms)?, defaults.interval_ms),
+                timeout_ms: or_default(non_negative("health.timeout", h.timeout_ms)?, defaults.timeout_ms),
                 retries: or_default(non_negative("health.retries", h.retries)?, defaults.retries),
                 start_period_ms: non_negative("health.start_period", h.start_period_ms)?,
             })
         })
         .transpose()?;
     if !spec.cpus.is_finite() || spec.cpus < 0.0 {
-        return Err(CoreError::invalid(
-            "cpus",
-            format!("{} is not a non-negative number of CPUs", spec.cpus),
-        ));
+        return Err(CoreError::invalid("cpus", format!("{} is not a non-negative number of CPUs", spec.cpus)));
     }
     let update = match spec.update {
         Some(u) => {
@@ -84,10 +70,7 @@ pub fn spec_from_proto(spec: pb::ServiceSpec) -> Result<ServiceSpec, CoreError> 
                 delay_ms: non_negative("update.delay", u.delay_ms)?,
                 order: u.order.parse()?,
                 failure_action: u.failure_action.parse()?,
-                monitor_ms: or_default(
-                    non_negative("update.monitor", u.monitor_ms)?,
-                    defaults.monitor_ms,
-                ),
+                monitor_ms: or_default(non_negative("update.monitor", u.monitor_ms)?, defaults.monitor_ms),
                 max_failure_ratio: u.max_failure_ratio,
             }
         }
@@ -98,14 +81,7 @@ pub fn spec_from_proto(spec: pb::ServiceSpec) -> Result<ServiceSpec, CoreError> 
         image: spec.image,
         command: spec.command,
         entrypoint: spec.entrypoint,
-        env: spec
-            .env
-            .into_iter()
-            .map(|e| EnvVar {
-                name: e.name,
-                value: e.value,
-            })
-            .collect(),
+        env: spec.env.into_iter().map(|e| EnvVar { name: e.name, value: e.value }).collect(),
         ports,
         mode,
         strategy,
@@ -120,14 +96,7 @@ pub fn spec_from_proto(spec: pb::ServiceSpec) -> Result<ServiceSpec, CoreError> 
             millicpus: (spec.cpus * MILLI).round() as u64,
             memory_bytes: non_negative("memory", spec.memory_bytes)?,
         },
-        links: spec
-            .links
-            .into_iter()
-            .map(|l| ServiceLink {
-                service: l.service,
-                alias: l.alias,
-            })
-            .collect(),
+        links: spec.links.into_iter().map(|l| ServiceLink { service: l.service, alias: l.alias }).collect(),
         update,
         labels: spec.labels.into_iter().collect(),
         sequential: spec.sequential,
@@ -148,10 +117,7 @@ fn or_default<T: PartialEq + Default>(value: T, default: T) -> T {
 fn port_number(field: &str, value: i64) -> Result<u16, CoreError> {
     match u16::try_from(value) {
         Ok(port) if port > 0 => Ok(port),
-        _ => Err(CoreError::invalid(
-            field,
-            format!("{value} is not a port between 1 and 65535"),
-        )),
+        _ => Err(CoreError::invalid(field, format!("{value} is not a port between 1 and 65535"))),
     }
 }
 
@@ -161,14 +127,7 @@ pub fn spec_to_proto(spec: &ServiceSpec) -> pb::ServiceSpec {
         image: spec.image.clone(),
         command: spec.command.clone(),
         entrypoint: spec.entrypoint.clone(),
-        env: spec
-            .env
-            .iter()
-            .map(|e| pb::EnvVar {
-                name: e.name.clone(),
-                value: e.value.clone(),
-            })
-            .collect(),
+        env: spec.env.iter().map(|e| pb::EnvVar { name: e.name.clone(), value: e.value.clone() }).collect(),
         ports: spec
             .ports
             .iter()
@@ -197,10 +156,7 @@ pub fn spec_to_proto(spec: &ServiceSpec) -> pb::ServiceSpec {
         links: spec
             .links
             .iter()
-            .map(|l| pb::ServiceLink {
-                service: l.service.clone(),
-                alias: l.alias.clone(),
-            })
+            .map(|l| pb::ServiceLink { service: l.service.clone(), alias: l.alias.clone() })
             .collect(),
         update: Some(pb::UpdateConfig {
             parallelism: spec.update.parallelism.into(),
@@ -220,6 +176,70 @@ fn saturating_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+pub fn node_to_proto(node: &Node, task_count: usize) -> pb::Node {
+    pb::Node {
+        id: node.id.clone(),
+        name: node.name.clone(),
+        address: node.address.clone(),
+        tags: node.tags.iter().cloned().collect(),
+        cpus: node.resources.millicpus as f64 / MILLI,
+        memory_bytes: saturating_i64(node.resources.memory_bytes),
+        availability: node.availability.to_string(),
+        status: node.status.to_string(),
+        status_message: node.status_message.clone(),
+        task_count: u32::try_from(task_count).unwrap_or(u32::MAX),
+        created_at_ms: node.created_at_ms,
+        updated_at_ms: node.updated_at_ms,
+    }
+}
+
+pub fn task_to_proto(task: &Task, node_name: &str) -> pb::Task {
+    pb::Task {
+        id: task.id.clone(),
+        service_id: task.service_id.clone(),
+        service_name: task.service_name.clone(),
+        service_version: task.service_version,
+        slot: task.slot,
+        node_id: task.node_id.clone().unwrap_or_default(),
+        node_name: node_name.to_string(),
+        desired_state: task.desired.to_string(),
+        state: task.state.to_string(),
+        health: task.health.to_string(),
+        container_id: task.container_id.clone(),
+        exit_code: task.exit_code,
+        message: task.message.clone(),
+        attempt: task.attempt,
+        created_at_ms: task.created_at_ms,
+        state_since_ms: task.state_since_ms,
+    }
+}
+
+/// Parses a task state as agents report it; only states an agent may set.
+pub fn reported_state(text: &str) -> Result<TaskState, CoreError> {
+    Ok(match text {
+        "accepted" => TaskState::Accepted,
+        "starting" => TaskState::Starting,
+        "running" => TaskState::Running,
+        "complete" => TaskState::Complete,
+        "shutdown" => TaskState::Shutdown,
+        "failed" => TaskState::Failed,
+        "rejected" => TaskState::Rejected,
+        other => return Err(CoreError::invalid("state", format!("'{other}' is not a state an agent reports"))),
+    })
+}
+
+pub fn health_from_text(text: &str) -> Result<Health, CoreError> {
+    Ok(match text {
+        "" | "none" => Health::None,
+        "starting" => Health::Starting,
+        "healthy" => Health::Healthy,
+        "unhealthy" => Health::Unhealthy,
+        other => {
+            return Err(CoreError::invalid("health", format!("'{other}' is not one of starting, healthy, unhealthy")))
+        }
+    })
+}
+
 pub fn service_to_proto(service: &Service) -> pb::Service {
     pb::Service {
         id: service.id.clone(),
@@ -236,29 +256,18 @@ mod tests {
     use super::*;
 
     fn minimal() -> pb::ServiceSpec {
-        pb::ServiceSpec {
-            name: "web".into(),
-            image: "busybox".into(),
-            ..Default::default()
-        }
+        pb::ServiceSpec { name: "web".into(), image: "busybox".into(), ..Default::default() }
     }
 
     #[test]
     fn a_spec_survives_the_round_trip() {
         let mut wire = minimal();
         wire.replicas = Some(3);
-        wire.ports.push(pb::PortMapping {
-            host_port: 8080,
-            container_port: 80,
-            protocol: "udp".into(),
-        });
+        wire.ports.push(pb::PortMapping { host_port: 8080, container_port: 80, protocol: "udp".into() });
         wire.cpus = 0.5;
         let spec = spec_from_proto(wire).expect("valid");
         assert_eq!(spec.resources.millicpus, 500);
-        assert_eq!(
-            spec_from_proto(spec_to_proto(&spec)).expect("valid again"),
-            spec
-        );
+        assert_eq!(spec_from_proto(spec_to_proto(&spec)).expect("valid again"), spec);
     }
 
     #[test]
@@ -267,77 +276,20 @@ mod tests {
             Err(CoreError::SpecInvalid { field, .. }) => field,
             other => panic!("expected SpecInvalid, got {other:?}"),
         };
-        assert_eq!(
-            field(pb::ServiceSpec {
-                replicas: Some(-1),
-                ..minimal()
-            }),
-            "replicas"
-        );
-        assert_eq!(
-            field(pb::ServiceSpec {
-                replicas: Some(2),
-                every_node: true,
-                ..minimal()
-            }),
-            "replicas"
-        );
-        assert_eq!(
-            field(pb::ServiceSpec {
-                strategy: "fastest".into(),
-                ..minimal()
-            }),
-            "strategy"
-        );
-        assert_eq!(
-            field(pb::ServiceSpec {
-                cpus: -1.0,
-                ..minimal()
-            }),
-            "cpus"
-        );
-        assert_eq!(
-            field(pb::ServiceSpec {
-                memory_bytes: -5,
-                ..minimal()
-            }),
-            "memory"
-        );
-        assert_eq!(
-            field(pb::ServiceSpec {
-                image: String::new(),
-                ..minimal()
-            }),
-            "image"
-        );
-        let bad_port = pb::PortMapping {
-            host_port: 70_000,
-            container_port: 80,
-            protocol: String::new(),
-        };
-        assert_eq!(
-            field(pb::ServiceSpec {
-                ports: vec![bad_port],
-                ..minimal()
-            }),
-            "ports[0].host_port"
-        );
-        assert_eq!(
-            field(pb::ServiceSpec {
-                restart: "sometimes".into(),
-                ..minimal()
-            }),
-            "restart"
-        );
+        assert_eq!(field(pb::ServiceSpec { replicas: Some(-1), ..minimal() }), "replicas");
+        assert_eq!(field(pb::ServiceSpec { replicas: Some(2), every_node: true, ..minimal() }), "replicas");
+        assert_eq!(field(pb::ServiceSpec { strategy: "fastest".into(), ..minimal() }), "strategy");
+        assert_eq!(field(pb::ServiceSpec { cpus: -1.0, ..minimal() }), "cpus");
+        assert_eq!(field(pb::ServiceSpec { memory_bytes: -5, ..minimal() }), "memory");
+        assert_eq!(field(pb::ServiceSpec { image: String::new(), ..minimal() }), "image");
+        let bad_port = pb::PortMapping { host_port: 70_000, container_port: 80, protocol: String::new() };
+        assert_eq!(field(pb::ServiceSpec { ports: vec![bad_port], ..minimal() }), "ports[0].host_port");
+        assert_eq!(field(pb::ServiceSpec { restart: "sometimes".into(), ..minimal() }), "restart");
     }
 
     #[test]
     fn every_node_strategy_implies_every_node_mode() {
-        let spec = spec_from_proto(pb::ServiceSpec {
-            strategy: "every-node".into(),
-            ..minimal()
-        })
-        .expect("valid");
+        let spec = spec_from_proto(pb::ServiceSpec { strategy: "every-node".into(), ..minimal() }).expect("valid");
         assert_eq!(spec.mode, ServiceMode::EveryNode);
     }
 }

@@ -29,8 +29,8 @@ impl Identity {
         let path = Self::path(data_dir);
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let identity = serde_json::from_slice(&bytes)
-                    .with_context(|| format!("{} is corrupt", path.display()))?;
+                let identity =
+                    serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display()))?;
                 Ok(Some(identity))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -53,12 +53,7 @@ impl Identity {
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
 }

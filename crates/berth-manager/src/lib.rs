@@ -50,24 +50,16 @@ pub async fn run(config: ManagerConfig, shutdown: CancellationToken) -> anyhow::
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let (identity, pending_join) = establish_identity(&config).await?;
     let span = info_span!("manager", node = identity.node_id, cluster = %identity.cluster_id);
-    serve(config, identity, pending_join, shutdown)
-        .instrument(span)
-        .await
+    serve(config, identity, pending_join, shutdown).instrument(span).await
 }
 
 /// Loads this manager's identity, or creates it: a fresh cluster for
 /// `init`, an id allocated by the cluster for `join`.
-async fn establish_identity(
-    config: &ManagerConfig,
-) -> anyhow::Result<(Identity, Option<(String, String)>)> {
+async fn establish_identity(config: &ManagerConfig) -> anyhow::Result<(Identity, Option<(String, String)>)> {
     let existing = Identity::load(&config.data_dir)?;
     match (existing, &config.bootstrap) {
         (Some(identity), bootstrap) => {
-            info!(
-                node = identity.node_id,
-                "resuming manager from {}",
-                config.data_dir.display()
-            );
+            info!(node = identity.node_id, "resuming manager from {}", config.data_dir.display());
             let pending = match (identity.joined, bootstrap) {
                 (false, Bootstrap::Join { peer, token }) => Some((peer.clone(), token.clone())),
                 (false, Bootstrap::Init) => {
@@ -81,8 +73,7 @@ async fn establish_identity(
             let cluster_id = hex::encode(random_bytes::<8>());
             let identity = Identity {
                 node_id: BOOTSTRAP_NODE_ID,
-                manager_token: JoinToken::new(Role::Manager, &cluster_id, random_bytes())
-                    .to_string(),
+                manager_token: JoinToken::new(Role::Manager, &cluster_id, random_bytes()).to_string(),
                 worker_token: JoinToken::new(Role::Worker, &cluster_id, random_bytes()).to_string(),
                 cluster_id,
                 joined: true,
@@ -94,7 +85,9 @@ async fn establish_identity(
             let token = token.trim().to_string();
             let parsed: JoinToken = token.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
             if parsed.role != Role::Manager {
-                bail!("this is a worker join token; a manager joins with the manager token (`berth join-token manager`)");
+                bail!(
+                    "this is a worker join token; a manager joins with the manager token (`berth join-token manager`)"
+                );
             }
             let reply = join_call(peer, &token, &config.advertise, 0).await?;
             let identity = Identity {
@@ -110,30 +103,19 @@ async fn establish_identity(
     }
 }
 
-async fn join_call(
-    peer: &str,
-    token: &str,
-    advertise: &str,
-    node_id: u64,
-) -> anyhow::Result<pb::JoinManagerReply> {
+async fn join_call(peer: &str, token: &str, advertise: &str, node_id: u64) -> anyhow::Result<pb::JoinManagerReply> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(JOIN_RETRY_DEADLINE_MS);
     loop {
         let attempt = async {
             let mut client = ClusterApiClient::connect(format!("http://{peer}")).await?;
-            let request = pb::JoinManagerRequest {
-                token: token.to_string(),
-                advertise_address: advertise.to_string(),
-                node_id,
-            };
+            let request =
+                pb::JoinManagerRequest { token: token.to_string(), advertise_address: advertise.to_string(), node_id };
             anyhow::Ok(client.join_manager(request).await)
         };
         match attempt.await {
             Ok(Ok(reply)) => return Ok(reply.into_inner()),
             Ok(Err(status)) if status.code() != tonic::Code::Unavailable => {
-                bail!(
-                    "the cluster refused to let this manager join: {}",
-                    status.message()
-                )
+                bail!("the cluster refused to let this manager join: {}", status.message())
             }
             Ok(Err(status)) if tokio::time::Instant::now() >= deadline => {
                 bail!("cannot join through {peer}: {}", status.message())
@@ -151,8 +133,7 @@ fn raft_config(timings: &RaftTimings) -> anyhow::Result<openraft::Config> {
         election_timeout_min: timings.election_timeout_min_ms,
         election_timeout_max: timings.election_timeout_max_ms,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(timings.snapshot_threshold),
-        max_in_snapshot_log_to_keep: MAX_LOGS_KEPT_AFTER_SNAPSHOT
-            .min(timings.snapshot_threshold / 2),
+        max_in_snapshot_log_to_keep: MAX_LOGS_KEPT_AFTER_SNAPSHOT.min(timings.snapshot_threshold / 2),
         snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
         ..Default::default()
     };
@@ -170,25 +151,11 @@ async fn serve(
         berth_store::open(&config.data_dir.join("raft")).context("cannot open the raft store")?;
     let view = state_machine.view();
     let peers = PeerChannels::default();
-    let network = Network {
-        peers: peers.clone(),
-    };
-    let raft = berth_store::Raft::new(
-        identity.node_id,
-        raft_config,
-        network,
-        log_store,
-        state_machine,
-    )
-    .await
-    .context("cannot start raft")?;
-    let node = Arc::new(ManagerNode {
-        id: identity.node_id,
-        raft,
-        view,
-        identity: identity.clone(),
-        peers,
-    });
+    let network = Network { peers: peers.clone() };
+    let raft = berth_store::Raft::new(identity.node_id, raft_config, network, log_store, state_machine)
+        .await
+        .context("cannot start raft")?;
+    let node = Arc::new(ManagerNode { id: identity.node_id, raft, view, identity: identity.clone(), peers });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -220,10 +187,7 @@ async fn serve(
 async fn bootstrap_cluster(node: &ManagerNode, advertise: &str) -> anyhow::Result<()> {
     let members = BTreeMap::from([(BOOTSTRAP_NODE_ID, openraft::BasicNode::new(advertise))]);
     if !node.raft.is_initialized().await? {
-        node.raft
-            .initialize(members)
-            .await
-            .context("cannot initialise raft")?;
+        node.raft.initialize(members).await.context("cannot initialise raft")?;
     }
     if node.view.read(|state, _| state.cluster.is_some()) {
         return Ok(());
@@ -240,8 +204,7 @@ async fn bootstrap_cluster(node: &ManagerNode, advertise: &str) -> anyhow::Resul
         manager_token_hash: hash(&node.identity.manager_token),
         worker_token_hash: hash(&node.identity.worker_token),
     };
-    node.write(format!("init-{}", node.identity.cluster_id), command)
-        .await?;
+    node.write(format!("init-{}", node.identity.cluster_id), command).await?;
     info!(cluster = %node.identity.cluster_id, "initialised a new cluster");
     Ok(())
 }
@@ -252,15 +215,13 @@ async fn grpc_server(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<ClusterApiServer<api::Api>>()
-        .await;
+    health_reporter.set_serving::<ClusterApiServer<api::Api>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(berth_proto::v1::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("cannot build the reflection service")?;
-    let cluster_api = ClusterApiServer::new(api::Api { node: node.clone() })
-        .max_decoding_message_size(api::MAX_REQUEST_BYTES);
+    let cluster_api =
+        ClusterApiServer::new(api::Api { node: node.clone() }).max_decoding_message_size(api::MAX_REQUEST_BYTES);
     let raft_api = RaftServiceServer::new(raft_service::RaftGrpc { node })
         .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);

@@ -9,13 +9,11 @@ use std::time::Duration;
 use berth_proto::v1::raft_service_client::RaftServiceClient;
 use berth_proto::v1::RaftPayload;
 use berth_store::{Node, NodeId, TypeConfig};
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -48,10 +46,7 @@ impl PeerChannels {
         Ok(channel)
     }
 
-    pub fn raft_client(
-        &self,
-        addr: &str,
-    ) -> Result<RaftServiceClient<Channel>, tonic::transport::Error> {
+    pub fn raft_client(&self, addr: &str) -> Result<RaftServiceClient<Channel>, tonic::transport::Error> {
         Ok(RaftServiceClient::new(self.channel(addr)?)
             .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES))
@@ -66,11 +61,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerConnection {
-        PeerConnection {
-            target,
-            addr: node.addr.clone(),
-            peers: self.peers.clone(),
-        }
+        PeerConnection { target, addr: node.addr.clone(), peers: self.peers.clone() }
     }
 }
 
@@ -103,12 +94,8 @@ impl PeerConnection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let data =
-            postcard::to_allocvec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut client = self
-            .peers
-            .raft_client(&self.addr)
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let data = postcard::to_allocvec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut client = self.peers.raft_client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let mut message = tonic::Request::new(RaftPayload { data });
         message.set_timeout(option.hard_ttl());
         let reply = match rpc {
@@ -124,8 +111,7 @@ impl PeerConnection {
             }
         })?;
         let decoded: Result<Resp, RaftError<NodeId, E>> =
-            postcard::from_bytes(&reply.into_inner().data)
-                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            postcard::from_bytes(&reply.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -143,10 +129,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         &mut self,
         request: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
-    > {
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>> {
         self.send(Rpc::InstallSnapshot, &request, &option).await
     }
 

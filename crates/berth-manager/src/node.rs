@@ -7,12 +7,14 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use berth_core::{Command, Outcome, Request, Response};
+use berth_core::token::{hash_token, JoinToken, Role};
+use berth_core::{Command, CoreError, Outcome, Request, Response};
 use berth_proto::v1::{RaftPayload, ReadIndexRequest};
 use berth_store::{NodeId, Raft, StateView};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
+use tonic::Status;
 use tracing::{debug, info, warn};
 
 use crate::error::ManagerError;
@@ -53,10 +55,7 @@ pub struct ManagerNode {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl ManagerNode {
@@ -64,12 +63,7 @@ impl ManagerNode {
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let metrics = self.raft.metrics().borrow().clone();
         let leader = metrics.current_leader?;
-        let addr = metrics
-            .membership_config
-            .membership()
-            .get_node(&leader)?
-            .addr
-            .clone();
+        let addr = metrics.membership_config.membership().get_node(&leader)?.addr.clone();
         Some((leader, addr))
     }
 
@@ -88,34 +82,20 @@ impl ManagerNode {
     }
 
     /// Commits a client command through the leader, wherever it is.
-    pub async fn write(
-        &self,
-        request_id: String,
-        command: Command,
-    ) -> Result<Outcome, ManagerError> {
-        let request = Request {
-            request_id,
-            issued_at_ms: now_ms(),
-            command,
-        };
+    pub async fn write(&self, request_id: String, command: Command) -> Result<Outcome, ManagerError> {
+        let request = Request { request_id, issued_at_ms: now_ms(), command };
         let deadline = Instant::now() + Duration::from_millis(WRITE_DEADLINE_MS);
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             match self.leader() {
-                Some((leader, _)) if leader == self.id => {
-                    match self.propose_as_leader(&request, remaining).await {
-                        Ok(response) => return Ok(response?),
-                        Err(ProposeFailure::NoQuorum(message)) => {
-                            return Err(ManagerError::NoQuorum(message))
-                        }
-                        Err(ProposeFailure::NotLeader) => {}
-                    }
-                }
+                Some((leader, _)) if leader == self.id => match self.propose_as_leader(&request, remaining).await {
+                    Ok(response) => return Ok(response?),
+                    Err(ProposeFailure::NoQuorum(message)) => return Err(ManagerError::NoQuorum(message)),
+                    Err(ProposeFailure::NotLeader) => {}
+                },
                 Some((leader, addr)) => match self.forward(&addr, &request, remaining).await {
                     Ok(ForwardReply::Applied(response)) => return Ok(response?),
-                    Ok(ForwardReply::NoQuorum(message)) => {
-                        return Err(ManagerError::NoQuorum(message))
-                    }
+                    Ok(ForwardReply::NoQuorum(message)) => return Err(ManagerError::NoQuorum(message)),
                     Ok(ForwardReply::NotLeader) => {
                         debug!(leader, "forwarded to a former leader; retrying")
                     }
@@ -131,19 +111,14 @@ impl ManagerNode {
     }
 
     async fn wait_for_leader_change(&self, deadline: Instant) {
-        let pause = Duration::from_millis(LEADER_POLL_MS)
-            .min(deadline.saturating_duration_since(Instant::now()));
+        let pause = Duration::from_millis(LEADER_POLL_MS).min(deadline.saturating_duration_since(Instant::now()));
         let mut metrics = self.raft.metrics();
         let _ = tokio::time::timeout(pause, metrics.changed()).await;
     }
 
     /// Runs on the leader: refuse what the state refuses without writing
     /// an entry, answer a retried request from memory, else commit.
-    async fn propose_as_leader(
-        &self,
-        request: &Request,
-        budget: Duration,
-    ) -> Result<Response, ProposeFailure> {
+    async fn propose_as_leader(&self, request: &Request, budget: Duration) -> Result<Response, ProposeFailure> {
         let precheck = self.view.read(|state, _| {
             if let Some(previous) = state.previous_response(&request.request_id) {
                 return Some(previous.clone());
@@ -167,23 +142,12 @@ impl ManagerNode {
         }
     }
 
-    async fn forward(
-        &self,
-        addr: &str,
-        request: &Request,
-        budget: Duration,
-    ) -> Result<ForwardReply, ManagerError> {
+    async fn forward(&self, addr: &str, request: &Request, budget: Duration) -> Result<ForwardReply, ManagerError> {
         let data = postcard::to_allocvec(request).map_err(ManagerError::internal)?;
-        let mut client = self
-            .peers
-            .raft_client(addr)
-            .map_err(ManagerError::internal)?;
+        let mut client = self.peers.raft_client(addr).map_err(ManagerError::internal)?;
         let mut message = tonic::Request::new(RaftPayload { data });
         message.set_timeout(budget.min(Duration::from_millis(FORWARD_TIMEOUT_MS)));
-        let reply = client
-            .propose(message)
-            .await
-            .map_err(|s| ManagerError::Internal(s.message().to_string()))?;
+        let reply = client.propose(message).await.map_err(|s| ManagerError::Internal(s.message().to_string()))?;
         postcard::from_bytes(&reply.into_inner().data).map_err(ManagerError::internal)
     }
 
@@ -209,25 +173,17 @@ impl ManagerNode {
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let index = match self.leader() {
-                Some((leader, _)) if leader == self.id => {
-                    self.read_index_as_leader(remaining).await
-                }
+                Some((leader, _)) if leader == self.id => self.read_index_as_leader(remaining).await,
                 Some((_, addr)) => self.remote_read_index(&addr, remaining).await,
                 None => Err(ManagerError::NoQuorum(self.no_quorum_message())),
             };
             match index {
                 Ok(index) => {
-                    return tokio::time::timeout(remaining, self.view.wait_applied(index))
-                        .await
-                        .map_err(|_| {
-                            ManagerError::NoQuorum(format!(
-                                "this manager did not catch up to index {index} in time"
-                            ))
-                        });
+                    return tokio::time::timeout(remaining, self.view.wait_applied(index)).await.map_err(|_| {
+                        ManagerError::NoQuorum(format!("this manager did not catch up to index {index} in time"))
+                    });
                 }
-                Err(ManagerError::NoQuorum(_)) | Err(ManagerError::Internal(_))
-                    if Instant::now() < deadline =>
-                {
+                Err(ManagerError::NoQuorum(_)) | Err(ManagerError::Internal(_)) if Instant::now() < deadline => {
                     self.wait_for_leader_change(deadline).await;
                 }
                 Err(e) => return Err(e),
@@ -247,10 +203,7 @@ impl ManagerNode {
     }
 
     async fn remote_read_index(&self, addr: &str, budget: Duration) -> Result<u64, ManagerError> {
-        let mut client = self
-            .peers
-            .raft_client(addr)
-            .map_err(ManagerError::internal)?;
+        let mut client = self.peers.raft_client(addr).map_err(ManagerError::internal)?;
         let mut message = tonic::Request::new(ReadIndexRequest {});
         message.set_timeout(budget.min(Duration::from_millis(FORWARD_TIMEOUT_MS)));
         match client.read_index(message).await {
@@ -262,56 +215,63 @@ impl ManagerNode {
         }
     }
 
+    /// Checks a join token against this cluster's hashes, with an error
+    /// that says what is wrong with it.
+    pub fn check_join_token(&self, token: &str, wanted: Role) -> Result<(), Status> {
+        let parsed: JoinToken = token.parse().map_err(|e: CoreError| Status::invalid_argument(e.to_string()))?;
+        let cluster = self
+            .view
+            .read(|state, _| state.cluster.clone())
+            .ok_or_else(|| Status::unavailable("the cluster is still initialising"))?;
+        if parsed.cluster_id != cluster.id {
+            return Err(Status::permission_denied(format!(
+                "this token belongs to cluster {}, not to this cluster ({})",
+                parsed.cluster_id, cluster.id
+            )));
+        }
+        if parsed.role != wanted {
+            return Err(Status::permission_denied(format!(
+                "this is a {} join token; a {wanted} joins with the {wanted} token (`berth join-token {wanted}`)",
+                parsed.role
+            )));
+        }
+        let expected = match wanted {
+            Role::Manager => cluster.manager_token_hash,
+            Role::Worker => cluster.worker_token_hash,
+        };
+        if hash_token(token.trim()) != expected {
+            return Err(Status::permission_denied(
+                "invalid join token: it does not match this cluster's current token",
+            ));
+        }
+        Ok(())
+    }
+
     /// Adds a manager that already runs its Raft node: as a learner first,
     /// caught up (from a snapshot if the log was compacted), then as a voter.
     pub async fn add_manager(&self, id: NodeId, addr: String) -> Result<(), ManagerError> {
         let allocated = self.view.read(|state, _| state.last_manager_id);
         if id < 2 || id > allocated {
-            return Err(ManagerError::PermissionDenied(format!(
-                "manager id {id} was never allocated by this cluster"
-            )));
+            return Err(ManagerError::PermissionDenied(format!("manager id {id} was never allocated by this cluster")));
         }
-        let membership = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .clone();
+        let membership = self.raft.metrics().borrow().membership_config.membership().clone();
         if membership.voter_ids().any(|v| v == id) {
             return Ok(());
         }
         info!(manager = id, %addr, "adding manager as learner");
         let node = openraft::BasicNode::new(addr);
-        tokio::time::timeout(
-            Duration::from_millis(JOIN_CATCH_UP_TIMEOUT_MS),
-            self.raft.add_learner(id, node, true),
-        )
-        .await
-        .map_err(|_| {
-            ManagerError::NoQuorum(format!(
-                "manager {id} did not catch up within the join timeout"
-            ))
-        })?
-        .map_err(|e| ManagerError::NoQuorum(format!("cannot add manager {id} as learner: {e}")))?;
-        info!(manager = id, "manager caught up; promoting to voter");
-        self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])))
+        tokio::time::timeout(Duration::from_millis(JOIN_CATCH_UP_TIMEOUT_MS), self.raft.add_learner(id, node, true))
             .await
+            .map_err(|_| ManagerError::NoQuorum(format!("manager {id} did not catch up within the join timeout")))?
+            .map_err(|e| ManagerError::NoQuorum(format!("cannot add manager {id} as learner: {e}")))?;
+        info!(manager = id, "manager caught up; promoting to voter");
+        self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await
     }
 
     pub async fn remove_manager(&self, id: NodeId) -> Result<(), ManagerError> {
-        let membership = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .clone();
+        let membership = self.raft.metrics().borrow().membership_config.membership().clone();
         if membership.get_node(&id).is_none() {
-            return Err(ManagerError::Refused(berth_core::CoreError::not_found(
-                "manager",
-                id.to_string(),
-            )));
+            return Err(ManagerError::Refused(berth_core::CoreError::not_found("manager", id.to_string())));
         }
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         if voters.len() == 1 && voters.contains(&id) {
@@ -328,26 +288,17 @@ impl ManagerNode {
         self.change_membership(change).await
     }
 
-    async fn change_membership(
-        &self,
-        change: ChangeMembers<NodeId, openraft::BasicNode>,
-    ) -> Result<(), ManagerError> {
+    async fn change_membership(&self, change: ChangeMembers<NodeId, openraft::BasicNode>) -> Result<(), ManagerError> {
         let deadline = Instant::now() + Duration::from_millis(JOIN_CATCH_UP_TIMEOUT_MS);
         loop {
             match self.raft.change_membership(change.clone(), false).await {
                 Ok(_) => return Ok(()),
-                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))
-                    if Instant::now() < deadline =>
-                {
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) if Instant::now() < deadline => {
                     // Another change is in flight (e.g. two managers joining at once).
                     warn!(error = %e, "membership change busy; retrying");
                     tokio::time::sleep(Duration::from_millis(LEADER_POLL_MS * 5)).await;
                 }
-                Err(e) => {
-                    return Err(ManagerError::NoQuorum(format!(
-                        "membership change failed: {e}"
-                    )))
-                }
+                Err(e) => return Err(ManagerError::NoQuorum(format!("membership change failed: {e}"))),
             }
         }
     }

@@ -22,17 +22,13 @@ fn decode<T: DeserializeOwned>(request: Request<RaftPayload>) -> Result<T, Statu
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
-    let data = postcard::to_allocvec(value)
-        .map_err(|e| Status::internal(format!("cannot encode reply: {e}")))?;
+    let data = postcard::to_allocvec(value).map_err(|e| Status::internal(format!("cannot encode reply: {e}")))?;
     Ok(Response::new(RaftPayload { data }))
 }
 
 #[tonic::async_trait]
 impl RaftService for RaftGrpc {
-    async fn append_entries(
-        &self,
-        request: Request<RaftPayload>,
-    ) -> Result<Response<RaftPayload>, Status> {
+    async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let result = self.node.raft.append_entries(decode(request)?).await;
         encode(&result)
     }
@@ -42,26 +38,17 @@ impl RaftService for RaftGrpc {
         encode(&result)
     }
 
-    async fn install_snapshot(
-        &self,
-        request: Request<RaftPayload>,
-    ) -> Result<Response<RaftPayload>, Status> {
+    async fn install_snapshot(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let result = self.node.raft.install_snapshot(decode(request)?).await;
         encode(&result)
     }
 
-    async fn propose(
-        &self,
-        request: Request<RaftPayload>,
-    ) -> Result<Response<RaftPayload>, Status> {
+    async fn propose(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let reply = self.node.accept_forwarded(decode(request)?).await;
         encode(&reply)
     }
 
-    async fn read_index(
-        &self,
-        _request: Request<ReadIndexRequest>,
-    ) -> Result<Response<ReadIndexReply>, Status> {
+    async fn read_index(&self, _request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexReply>, Status> {
         if !self.node.is_leader() {
             return Err(Status::failed_precondition("not the leader"));
         }
@@ -74,8 +61,6 @@ impl RaftService for RaftGrpc {
     }
 
     async fn ping(&self, _request: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
-        Ok(Response::new(PingReply {
-            node_id: self.node.id,
-        }))
+        Ok(Response::new(PingReply { node_id: self.node.id }))
     }
 }
