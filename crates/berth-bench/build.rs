@@ -11,9 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("proto");
     let file = root.join("etcd_kv.proto");
-    tonic_prost_build::configure()
-        .build_server(false)
-        .compile_protos(std::slice::from_ref(&file), &[root])?;
+    tonic_prost_build::configure().build_server(false).compile_protos(std::slice::from_ref(&file), &[root])?;
     println!("cargo:rerun-if-changed={}", file.display());
     Ok(())
 }

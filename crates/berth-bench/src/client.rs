@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use berth_proto::v1::cluster_api_client::ClusterApiClient;
-use berth_proto::v1::{
-    ClusterStatusRequest, CreateServiceRequest, ScaleServiceRequest, ServiceSpec,
-};
+use berth_proto::v1::{ClusterStatusRequest, CreateServiceRequest, ScaleServiceRequest, ServiceSpec};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
@@ -60,10 +58,7 @@ impl System {
 /// Normalises `host:port` endpoints (an `http://` prefix is tolerated) and
 /// refuses an empty list or an empty entry.
 pub fn parse_endpoints(raw: &[String]) -> Result<Vec<String>> {
-    let endpoints: Vec<String> = raw
-        .iter()
-        .map(|e| e.trim().trim_start_matches("http://").to_string())
-        .collect();
+    let endpoints: Vec<String> = raw.iter().map(|e| e.trim().trim_start_matches("http://").to_string()).collect();
     if endpoints.is_empty() || endpoints.iter().any(String::is_empty) {
         bail!("--endpoints {raw:?}: expected a comma separated list of host:port, e.g. 127.0.0.1:2379,127.0.0.1:2479");
     }
@@ -95,10 +90,7 @@ async fn bounded<T>(
     match tokio::time::timeout(timeout, fut).await {
         Ok(Ok(response)) => Ok(response.into_inner()),
         Ok(Err(status)) => Err(status),
-        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
-            "no answer within {} ms",
-            timeout.as_millis()
-        ))),
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!("no answer within {} ms", timeout.as_millis()))),
     }
 }
 
@@ -143,9 +135,7 @@ impl Writer {
                     // REPLICA_CYCLE is far below i64::MAX.
                     replicas: i64::try_from(replicas).unwrap_or(0),
                 };
-                bounded(self.timeout, api.scale_service(request))
-                    .await
-                    .map(drop)
+                bounded(self.timeout, api.scale_service(request)).await.map(drop)
             }
         }
     }
@@ -182,10 +172,7 @@ pub async fn prepare(system: System, endpoints: &[String], deadline: Duration) -
             }
         }
     }
-    bail!(
-        "could not create service {BENCH_SERVICE:?} within {} s; last error: {last_error}",
-        deadline.as_secs()
-    )
+    bail!("could not create service {BENCH_SERVICE:?} within {} s; last error: {last_error}", deadline.as_secs())
 }
 
 /// What one member says about itself and the leader it follows.
@@ -206,12 +193,9 @@ pub async fn member_view(system: System, endpoint: &str) -> Result<MemberView> {
     let channel = channel(endpoint)?;
     match system {
         System::Etcd => {
-            let status = bounded(
-                default_request_timeout(),
-                MaintenanceClient::new(channel).status(StatusRequest {}),
-            )
-            .await
-            .with_context(|| format!("etcd Status on {endpoint}"))?;
+            let status = bounded(default_request_timeout(), MaintenanceClient::new(channel).status(StatusRequest {}))
+                .await
+                .with_context(|| format!("etcd Status on {endpoint}"))?;
             let member_id = status
                 .header
                 .map(|h| h.member_id)

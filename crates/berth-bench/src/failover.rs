@@ -61,23 +61,14 @@ impl<'a> RetryingClient<'a> {
     async fn retry_elsewhere(&mut self, pause: Duration) -> Result<()> {
         tokio::time::sleep(pause).await;
         self.cursor = (self.cursor + 1) % self.endpoints.len();
-        self.writer = Writer::new(
-            self.system,
-            &self.endpoints[self.cursor],
-            self.request_timeout,
-        )?;
+        self.writer = Writer::new(self.system, &self.endpoints[self.cursor], self.request_timeout)?;
         Ok(())
     }
 }
 
 /// Runs the plan and returns `{system, failover_ms, failed_attempts, acked_by, last_error}`.
 pub async fn run(plan: Plan) -> Result<Value> {
-    client::prepare(
-        plan.system,
-        &plan.endpoints,
-        Duration::from_secs(READY_DEADLINE_SECS),
-    )
-    .await?;
+    client::prepare(plan.system, &plan.endpoints, Duration::from_secs(READY_DEADLINE_SECS)).await?;
     let mut client = RetryingClient::new(plan.system, &plan.endpoints, plan.request_timeout)?;
 
     // Write steadily for the warm-up, and at least until one write is
@@ -88,10 +79,9 @@ pub async fn run(plan: Plan) -> Result<Value> {
     while warm_start.elapsed() < plan.warmup || acked == 0 {
         match client.write().await {
             Ok(()) => acked += 1,
-            Err(status) if warm_start.elapsed() > ready_deadline => bail!(
-                "no write acknowledged within {} s before the kill: {status}",
-                ready_deadline.as_secs()
-            ),
+            Err(status) if warm_start.elapsed() > ready_deadline => {
+                bail!("no write acknowledged within {} s before the kill: {status}", ready_deadline.as_secs())
+            }
             Err(_) => client.retry_elsewhere(plan.retry).await?,
         }
     }

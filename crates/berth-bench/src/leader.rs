@@ -14,11 +14,7 @@ const LEADER_POLL_MS: u64 = 100;
 
 /// Probes every endpoint until they agree on a leader or `wait` has passed
 /// (one round only when `wait` is zero), and returns the leader's endpoint.
-pub async fn wait_for_leader(
-    system: System,
-    endpoints: &[String],
-    wait: Duration,
-) -> Result<String> {
+pub async fn wait_for_leader(system: System, endpoints: &[String], wait: Duration) -> Result<String> {
     let started = tokio::time::Instant::now();
     loop {
         let reason = match probe(system, endpoints).await {
@@ -29,11 +25,7 @@ pub async fn wait_for_leader(
             Err(error) => format!("{error:#}"),
         };
         if started.elapsed() >= wait {
-            bail!(
-                "no agreed {} leader among {endpoints:?} after {} s: {reason}",
-                system.name(),
-                wait.as_secs()
-            );
+            bail!("no agreed {} leader among {endpoints:?} after {} s: {reason}", system.name(), wait.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(LEADER_POLL_MS)).await;
     }
@@ -58,19 +50,10 @@ pub fn pick_leader(views: &[MemberView], expected_voters: usize) -> Result<Strin
         return Err(format!("{} knows no leader yet", first.endpoint));
     };
     if let Some(other) = views.iter().find(|v| v.leader_id != Some(leader)) {
-        return Err(format!(
-            "{} follows {:?}, {} follows {leader}",
-            other.endpoint, other.leader_id, first.endpoint
-        ));
+        return Err(format!("{} follows {:?}, {} follows {leader}", other.endpoint, other.leader_id, first.endpoint));
     }
-    if let Some(short) = views
-        .iter()
-        .find(|v| v.voters.is_some_and(|n| n < expected_voters))
-    {
-        return Err(format!(
-            "{} counts {:?} voters, waiting for {expected_voters}",
-            short.endpoint, short.voters
-        ));
+    if let Some(short) = views.iter().find(|v| v.voters.is_some_and(|n| n < expected_voters)) {
+        return Err(format!("{} counts {:?} voters, waiting for {expected_voters}", short.endpoint, short.voters));
     }
     views
         .iter()
@@ -83,27 +66,13 @@ pub fn pick_leader(views: &[MemberView], expected_voters: usize) -> Result<Strin
 mod tests {
     use super::*;
 
-    fn view(
-        endpoint: &str,
-        member_id: u64,
-        leader_id: Option<u64>,
-        voters: Option<usize>,
-    ) -> MemberView {
-        MemberView {
-            endpoint: endpoint.to_string(),
-            member_id,
-            leader_id,
-            voters,
-        }
+    fn view(endpoint: &str, member_id: u64, leader_id: Option<u64>, voters: Option<usize>) -> MemberView {
+        MemberView { endpoint: endpoint.to_string(), member_id, leader_id, voters }
     }
 
     #[test]
     fn agreed_leader_maps_to_its_endpoint() {
-        let views = [
-            view("a", 1, Some(2), Some(3)),
-            view("b", 2, Some(2), Some(3)),
-            view("c", 3, Some(2), Some(3)),
-        ];
+        let views = [view("a", 1, Some(2), Some(3)), view("b", 2, Some(2), Some(3)), view("c", 3, Some(2), Some(3))];
         assert_eq!(pick_leader(&views, 3), Ok("b".to_string()));
     }
 
@@ -115,10 +84,7 @@ mod tests {
 
     #[test]
     fn disagreement_or_missing_leader_is_not_ready() {
-        let split = [
-            view("a", 1, Some(1), Some(3)),
-            view("b", 2, Some(2), Some(3)),
-        ];
+        let split = [view("a", 1, Some(1), Some(3)), view("b", 2, Some(2), Some(3))];
         assert!(pick_leader(&split, 3).is_err());
         let leaderless = [view("a", 1, None, Some(3))];
         assert!(pick_leader(&leaderless, 1).is_err());
@@ -127,10 +93,7 @@ mod tests {
 
     #[test]
     fn cluster_still_joining_is_not_ready() {
-        let views = [
-            view("a", 1, Some(1), Some(2)),
-            view("b", 2, Some(1), Some(2)),
-        ];
+        let views = [view("a", 1, Some(1), Some(2)), view("b", 2, Some(1), Some(2))];
         assert!(pick_leader(&views, 3).is_err());
     }
 

@@ -20,10 +20,7 @@ use clap::{Parser, Subcommand};
 use client::System;
 
 #[derive(Parser)]
-#[command(
-    name = "berth-bench",
-    about = "Control-plane benchmark client for berth and etcd"
-)]
+#[command(name = "berth-bench", about = "Control-plane benchmark client for berth and etcd")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -93,12 +90,7 @@ enum Command {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Throughput {
-            system,
-            endpoints,
-            clients,
-            duration_secs,
-        } => {
+        Command::Throughput { system, endpoints, clients, duration_secs } => {
             let endpoints = client::parse_endpoints(&endpoints)?;
             let report = throughput::run(throughput::Plan {
                 system,
@@ -109,15 +101,7 @@ async fn main() -> Result<()> {
             .await?;
             println!("{report}");
         }
-        Command::Failover {
-            system,
-            endpoints,
-            kill_pid,
-            retry_ms,
-            request_timeout_ms,
-            warmup_ms,
-            max_wait_secs,
-        } => {
+        Command::Failover { system, endpoints, kill_pid, retry_ms, request_timeout_ms, warmup_ms, max_wait_secs } => {
             let endpoints = client::parse_endpoints(&endpoints)?;
             let report = failover::run(failover::Plan {
                 system,
@@ -131,19 +115,14 @@ async fn main() -> Result<()> {
             .await?;
             println!("{report}");
         }
-        Command::Leader {
-            system,
-            endpoints,
-            wait_secs,
-        } => {
+        Command::Leader { system, endpoints, wait_secs } => {
             let endpoints = client::parse_endpoints(&endpoints)?;
-            let leader =
-                leader::wait_for_leader(system, &endpoints, Duration::from_secs(wait_secs)).await?;
+            let leader = leader::wait_for_leader(system, &endpoints, Duration::from_secs(wait_secs)).await?;
             println!("{leader}");
         }
         Command::Report { results } => {
-            let text = std::fs::read_to_string(&results)
-                .with_context(|| format!("reading results {}", results.display()))?;
+            let text =
+                std::fs::read_to_string(&results).with_context(|| format!("reading results {}", results.display()))?;
             print!("{}", report::Results::parse(&text)?.table());
         }
     }

@@ -64,11 +64,9 @@ impl Results {
             if line.is_empty() {
                 continue;
             }
-            let value: Value = serde_json::from_str(line)
-                .with_context(|| format!("line {number} is not JSON: {line}"))?;
-            results
-                .add(&value)
-                .with_context(|| format!("line {number}: {line}"))?;
+            let value: Value =
+                serde_json::from_str(line).with_context(|| format!("line {number} is not JSON: {line}"))?;
+            results.add(&value).with_context(|| format!("line {number}: {line}"))?;
         }
         Ok(results)
     }
@@ -78,25 +76,14 @@ impl Results {
             bail!("no \"system\" field");
         };
         if let Some(failover) = line.get("failover_ms").and_then(Value::as_f64) {
-            self.push(
-                Metric {
-                    clients: u64::MAX,
-                    kind: Kind::FailoverMs,
-                },
-                system,
-                failover,
-            );
+            self.push(Metric { clients: u64::MAX, kind: Kind::FailoverMs }, system, failover);
             return Ok(());
         }
         let Some(clients) = line.get("clients").and_then(Value::as_u64) else {
             bail!("neither \"failover_ms\" nor \"clients\": not a berth-bench result");
         };
         let field = |name: &str| line.get(name).and_then(Value::as_f64);
-        for (kind, name) in [
-            (Kind::WritesPerSec, "writes_per_sec"),
-            (Kind::P50Ms, "p50_ms"),
-            (Kind::P99Ms, "p99_ms"),
-        ] {
+        for (kind, name) in [(Kind::WritesPerSec, "writes_per_sec"), (Kind::P50Ms, "p50_ms"), (Kind::P99Ms, "p99_ms")] {
             // A run with no acknowledged write has null percentiles.
             if let Some(value) = field(name) {
                 self.push(Metric { clients, kind }, system, value);
@@ -108,59 +95,33 @@ impl Results {
     }
 
     fn push(&mut self, metric: Metric, system: &str, value: f64) {
-        self.samples
-            .entry(metric)
-            .or_default()
-            .entry(system.to_string())
-            .or_default()
-            .push(value);
+        self.samples.entry(metric).or_default().entry(system.to_string()).or_default().push(value);
     }
 
     /// The comparison table, one row per metric.
     pub fn table(&self) -> String {
-        let header = [
-            "metric",
-            "berth (median)",
-            "etcd (median)",
-            "ratio berth/etcd",
-            "runs b/e",
-        ];
+        let header = ["metric", "berth (median)", "etcd (median)", "ratio berth/etcd", "runs b/e"];
         let mut rows = vec![header.map(String::from).to_vec()];
         for (metric, by_system) in &self.samples {
             let medians = SYSTEMS.map(|s| by_system.get(s).and_then(|v| median(v)));
             let runs = SYSTEMS.map(|s| by_system.get(s).map_or(0, Vec::len));
-            let shown = medians.map(|m| {
-                m.map_or_else(|| "-".to_string(), |v| format!("{v:.*}", metric.decimals()))
-            });
+            let shown = medians.map(|m| m.map_or_else(|| "-".to_string(), |v| format!("{v:.*}", metric.decimals())));
             let ratio = match medians {
                 [Some(b), Some(e)] if e != 0.0 => format!("{:.2}", b / e),
                 _ => "-".to_string(),
             };
             let [berth, etcd] = shown;
-            rows.push(vec![
-                metric.label(),
-                berth,
-                etcd,
-                ratio,
-                format!("{}/{}", runs[0], runs[1]),
-            ]);
+            rows.push(vec![metric.label(), berth, etcd, ratio, format!("{}/{}", runs[0], runs[1])]);
         }
-        let widths: Vec<usize> = (0..header.len())
-            .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-            .collect();
+        let widths: Vec<usize> =
+            (0..header.len()).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
         let mut out = String::new();
         for (i, row) in rows.iter().enumerate() {
             let cells: Vec<String> = row
                 .iter()
                 .zip(&widths)
                 .enumerate()
-                .map(|(c, (cell, w))| {
-                    if c == 0 {
-                        format!("{cell:<w$}")
-                    } else {
-                        format!("{cell:>w$}")
-                    }
-                })
+                .map(|(c, (cell, w))| if c == 0 { format!("{cell:<w$}") } else { format!("{cell:>w$}") })
                 .collect();
             let _ = writeln!(out, "{}", cells.join(" | "));
             if i == 0 {
@@ -168,15 +129,9 @@ impl Results {
                 let _ = writeln!(out, "{}", rule.join("-|-"));
             }
         }
-        let errors: Vec<String> = SYSTEMS
-            .iter()
-            .map(|s| format!("{s} {}", self.errors.get(*s).copied().unwrap_or(0)))
-            .collect();
-        let _ = writeln!(
-            out,
-            "failed writes during throughput runs: {}",
-            errors.join(", ")
-        );
+        let errors: Vec<String> =
+            SYSTEMS.iter().map(|s| format!("{s} {}", self.errors.get(*s).copied().unwrap_or(0))).collect();
+        let _ = writeln!(out, "failed writes during throughput runs: {}", errors.join(", "));
         out
     }
 }
@@ -216,38 +171,17 @@ mod tests {
 {"system":"berth","failover_ms":600.0}
 "#;
         let table = Results::parse(lines).map(|r| r.table()).unwrap_or_default();
-        let rows: Vec<Vec<&str>> = table
-            .lines()
-            .map(|l| l.split('|').map(str::trim).collect())
-            .collect();
-        assert_eq!(
-            rows[2],
-            ["writes/s @1", "600", "1200", "0.50", "1/3"],
-            "{table}"
-        );
-        assert_eq!(
-            rows[3],
-            ["p50 ms @1", "1.400", "0.700", "2.00", "1/3"],
-            "{table}"
-        );
-        assert_eq!(
-            rows[5],
-            ["writes/s @64", "-", "4400", "-", "0/1"],
-            "{table}"
-        );
-        assert_eq!(
-            rows[8],
-            ["failover ms", "600", "1200", "0.50", "1/1"],
-            "{table}"
-        );
+        let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split('|').map(str::trim).collect()).collect();
+        assert_eq!(rows[2], ["writes/s @1", "600", "1200", "0.50", "1/3"], "{table}");
+        assert_eq!(rows[3], ["p50 ms @1", "1.400", "0.700", "2.00", "1/3"], "{table}");
+        assert_eq!(rows[5], ["writes/s @64", "-", "4400", "-", "0/1"], "{table}");
+        assert_eq!(rows[8], ["failover ms", "600", "1200", "0.50", "1/1"], "{table}");
         assert!(table.contains("berth 2, etcd 0"), "{table}");
     }
 
     #[test]
     fn a_line_that_is_no_result_is_refused_with_its_number() {
-        let error = Results::parse("\n{\"system\":\"etcd\"}\n")
-            .err()
-            .map(|e| format!("{e:#}"));
+        let error = Results::parse("\n{\"system\":\"etcd\"}\n").err().map(|e| format!("{e:#}"));
         assert!(error.is_some_and(|e| e.contains("line 2")));
     }
 }

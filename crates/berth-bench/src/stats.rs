@@ -5,7 +5,10 @@
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LatencySummary {
     pub p50_ms: f64,
+    pub p90_ms: f64,
     pub p99_ms: f64,
+    /// Shows whether a p99 is a plateau (e.g. a timer firing) or one outlier.
+    pub max_ms: f64,
 }
 
 /// Summarises latencies given in microseconds; `None` when nothing was
@@ -17,7 +20,9 @@ pub fn summarize(mut latencies_us: Vec<u64>) -> Option<LatencySummary> {
     latencies_us.sort_unstable();
     Some(LatencySummary {
         p50_ms: micros_to_ms(percentile(&latencies_us, 50)),
+        p90_ms: micros_to_ms(percentile(&latencies_us, 90)),
         p99_ms: micros_to_ms(percentile(&latencies_us, 99)),
+        max_ms: micros_to_ms(percentile(&latencies_us, 100)),
     })
 }
 
@@ -41,24 +46,12 @@ mod tests {
     fn nearest_rank_on_one_to_hundred() {
         let samples: Vec<u64> = (1..=100).rev().map(|ms| ms * 1_000).collect();
         let summary = summarize(samples);
-        assert_eq!(
-            summary,
-            Some(LatencySummary {
-                p50_ms: 50.0,
-                p99_ms: 99.0
-            })
-        );
+        assert_eq!(summary, Some(LatencySummary { p50_ms: 50.0, p90_ms: 90.0, p99_ms: 99.0, max_ms: 100.0 }));
     }
 
     #[test]
     fn single_sample_is_every_percentile() {
-        assert_eq!(
-            summarize(vec![1_500]),
-            Some(LatencySummary {
-                p50_ms: 1.5,
-                p99_ms: 1.5
-            })
-        );
+        assert_eq!(summarize(vec![1_500]), Some(LatencySummary { p50_ms: 1.5, p90_ms: 1.5, p99_ms: 1.5, max_ms: 1.5 }));
     }
 
     #[test]

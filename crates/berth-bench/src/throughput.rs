@@ -38,16 +38,14 @@ struct ClientOutcome {
 }
 
 /// Runs the plan and returns the JSON line the script reads:
-/// `{system, clients, writes, secs, writes_per_sec, p50_ms, p99_ms, errors, first_error}`.
+/// `{system, clients, writes, secs, writes_per_sec, p50_ms, p90_ms, p99_ms,
+/// max_ms, errors, first_error}`.
 pub async fn run(plan: Plan) -> Result<Value> {
     if plan.clients == 0 || plan.clients > MAX_CLIENTS {
         bail!("--clients {}: expected 1 to {MAX_CLIENTS}", plan.clients);
     }
     if plan.duration.is_zero() || plan.duration.as_secs() > MAX_DURATION_SECS {
-        bail!(
-            "--duration-secs {}: expected 1 to {MAX_DURATION_SECS}",
-            plan.duration.as_secs()
-        );
+        bail!("--duration-secs {}: expected 1 to {MAX_DURATION_SECS}", plan.duration.as_secs());
     }
     let setup_deadline = Duration::from_secs(SETUP_DEADLINE_SECS);
     client::prepare(plan.system, &plan.endpoints, setup_deadline).await?;
@@ -93,7 +91,9 @@ pub async fn run(plan: Plan) -> Result<Value> {
         "secs": round(secs, 3),
         "writes_per_sec": round(writes_per_sec, 1),
         "p50_ms": summary.map(|s| s.p50_ms),
+        "p90_ms": summary.map(|s| s.p90_ms),
         "p99_ms": summary.map(|s| s.p99_ms),
+        "max_ms": summary.map(|s| s.max_ms),
         "errors": errors,
         "first_error": first_error,
     }))
@@ -106,10 +106,7 @@ async fn first_ack(writer: &mut Writer, seq: u64, deadline: Duration) -> Result<
         match writer.write(seq).await {
             Ok(()) => return Ok(()),
             Err(status) if started.elapsed() >= deadline => {
-                bail!(
-                    "first write not acknowledged within {} s: {status}",
-                    deadline.as_secs()
-                )
+                bail!("first write not acknowledged within {} s: {status}", deadline.as_secs())
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(ERROR_BACKOFF_MS)).await,
         }
@@ -129,9 +126,7 @@ async fn write_until(writer: &mut Writer, first_seq: u64, duration: Duration) ->
             }
             Err(status) => {
                 outcome.errors += 1;
-                outcome
-                    .first_error
-                    .get_or_insert_with(|| status.to_string());
+                outcome.first_error.get_or_insert_with(|| status.to_string());
                 tokio::time::sleep(Duration::from_millis(ERROR_BACKOFF_MS)).await;
             }
         }
