@@ -138,7 +138,8 @@ measure() {
 }
 
 run_etcd() {
-    local run=$1 dir=$TMP/etcd-$run i cluster="" endpoints=()
+    local run=$1
+    local dir=$TMP/etcd-$run i cluster="" endpoints=()
     mkdir -p "$dir"
     for i in 1 2 3; do
         cluster+="${cluster:+,}m$i=http://$HOST:$((BASE_PORT + 100 * i + 80))"
@@ -161,7 +162,8 @@ run_etcd() {
 }
 
 run_berth() {
-    local run=$1 dir=$TMP/berth-$run i token endpoints=()
+    local run=$1
+    local dir=$TMP/berth-$run i token endpoints=()
     mkdir -p "$dir"
     for i in 1 2 3; do endpoints+=("$HOST:$((BASE_PORT + 1000 + i))"); done
 
