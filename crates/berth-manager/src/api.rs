@@ -19,7 +19,7 @@ use tracing::{info, instrument};
 
 use crate::convert::{node_to_proto, service_to_proto, spec_from_proto, task_to_proto};
 use crate::error::ManagerError;
-use crate::node::{random_bytes, ManagerNode};
+use crate::node::ManagerNode;
 
 /// A client request larger than this is refused before it is decoded.
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
@@ -96,7 +96,7 @@ impl ClusterApi for Api {
         let request = request.into_inner();
         let spec = spec_from_proto(request.spec.ok_or_else(|| invalid(CoreError::invalid("spec", "is required")))?)
             .map_err(invalid)?;
-        let id = hex_id();
+        let id = crate::node::hex_id();
         let outcome =
             self.node.write(request_id_or_new(request.request_id), Command::CreateService { id, spec }).await?;
         service_reply(outcome, 0)
@@ -420,9 +420,4 @@ fn commit_index(members: &[pb::ManagerMember], voters: &BTreeSet<u64>) -> Option
     }
     matched.sort_unstable_by(|a, b| b.cmp(a));
     matched.get(matched.len() / 2).copied()
-}
-
-fn hex_id() -> String {
-    let bytes: [u8; 12] = random_bytes();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

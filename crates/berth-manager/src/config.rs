@@ -46,4 +46,5 @@ pub struct ManagerConfig {
     pub advertise: String,
     pub bootstrap: Bootstrap,
     pub timings: RaftTimings,
+    pub dispatcher: crate::dispatcher::DispatcherSettings,
 }

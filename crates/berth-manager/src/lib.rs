@@ -7,7 +7,9 @@
 
 pub mod api;
 pub mod config;
+pub mod controllers;
 pub mod convert;
+pub mod dispatcher;
 pub mod error;
 pub mod identity;
 pub mod network;
@@ -24,6 +26,7 @@ use berth_core::Command;
 use berth_proto::v1 as pb;
 use berth_proto::v1::cluster_api_client::ClusterApiClient;
 use berth_proto::v1::cluster_api_server::ClusterApiServer;
+use berth_proto::v1::dispatcher_server::DispatcherServer;
 use berth_proto::v1::raft_service_server::RaftServiceServer;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
@@ -161,7 +164,19 @@ async fn serve(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     info!(listen = %config.listen, advertise = %config.advertise, "manager listening");
-    let server = tokio::spawn(grpc_server(node.clone(), listener, shutdown.clone()));
+    let liveness = Arc::new(dispatcher::Liveness::default());
+    let (status_tx, status_rx) = tokio::sync::mpsc::channel(dispatcher::SESSION_BUFFER * 16);
+    let dispatcher_service = dispatcher::DispatcherService {
+        node: node.clone(),
+        settings: config.dispatcher.clone(),
+        liveness: liveness.clone(),
+        statuses: status_tx,
+    };
+    let server = tokio::spawn(grpc_server(node.clone(), dispatcher_service, listener, shutdown.clone()));
+    tokio::spawn(dispatcher::run_status_batcher(node.clone(), status_rx, shutdown.clone()).in_current_span());
+    tokio::spawn(
+        controllers::supervise(node.clone(), liveness, config.dispatcher.clone(), shutdown.clone()).in_current_span(),
+    );
 
     if identity.node_id == BOOTSTRAP_NODE_ID {
         bootstrap_cluster(&node, &config.advertise).await?;
@@ -211,6 +226,7 @@ async fn bootstrap_cluster(node: &ManagerNode, advertise: &str) -> anyhow::Resul
 
 async fn grpc_server(
     node: Arc<ManagerNode>,
+    dispatcher_service: dispatcher::DispatcherService,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -231,6 +247,7 @@ async fn grpc_server(
         .add_service(reflection)
         .add_service(cluster_api)
         .add_service(raft_api)
+        .add_service(DispatcherServer::new(dispatcher_service).max_decoding_message_size(api::MAX_REQUEST_BYTES))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown.cancelled_owned(),

@@ -311,3 +311,8 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     bytes
 }
+
+/// A fresh random id for services, nodes and tasks.
+pub fn hex_id() -> String {
+    hex::encode(random_bytes::<12>())
+}

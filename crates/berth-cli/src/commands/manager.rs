@@ -1,0 +1,235 @@
+//! `berth manager init|join` run a manager in this process until Ctrl-C or
+//! SIGTERM; `berth manager rm` asks the cluster to drop one.
+
+use std::net::SocketAddr;
+
+use anyhow::{bail, Context, Result};
+use berth_manager::{Bootstrap, ManagerConfig, RaftTimings};
+use berth_proto::v1 as proto;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{ManagerCommand, ManagerRunArgs};
+use crate::client::Client;
+use crate::output;
+
+/// Log filter when RUST_LOG is unset.
+const DEFAULT_LOG_FILTER: &str = "info";
+/// Exit status after a second Ctrl-C cut a graceful shutdown short, as a
+/// shell reports a process killed by SIGINT (128 + 2).
+const INTERRUPTED_EXIT_CODE: i32 = 130;
+
+pub async fn run(command: ManagerCommand, managers: &[String]) -> Result<()> {
+    match command {
+        ManagerCommand::Init(args) => serve(manager_config(&args, Bootstrap::Init)?).await,
+        ManagerCommand::Join(args) => {
+            let bootstrap = Bootstrap::Join {
+                peer: args.peer.clone(),
+                token: args.token.clone(),
+            };
+            serve(manager_config(&args.run, bootstrap)?).await
+        }
+        ManagerCommand::Rm { id } => {
+            let mut client = Client::new(managers)?;
+            remove(&mut client, id).await?;
+            output::emit(format!("removed manager {id}"))?;
+            Ok(())
+        }
+    }
+}
+
+/// Builds the manager's settings from the flags. Unset Raft timings keep
+/// the manager's own defaults, so they are defined in one place.
+pub fn manager_config(args: &ManagerRunArgs, bootstrap: Bootstrap) -> Result<ManagerConfig> {
+    let advertise = match &args.advertise {
+        Some(advertise) => advertise.clone(),
+        None if args.listen.ip().is_unspecified() => bail!(
+            "--listen {} accepts connections on every interface, but other managers cannot \
+             dial {0}; pass --advertise HOST:{} with an address they can reach",
+            args.listen,
+            args.listen.port()
+        ),
+        None => args.listen.to_string(),
+    };
+    let defaults = RaftTimings::default();
+    let timings = RaftTimings {
+        heartbeat_interval_ms: args.heartbeat_ms.unwrap_or(defaults.heartbeat_interval_ms),
+        election_timeout_min_ms: args
+            .election_timeout_min_ms
+            .unwrap_or(defaults.election_timeout_min_ms),
+        election_timeout_max_ms: args
+            .election_timeout_max_ms
+            .unwrap_or(defaults.election_timeout_max_ms),
+        snapshot_threshold: args
+            .snapshot_threshold
+            .unwrap_or(defaults.snapshot_threshold),
+    };
+    Ok(ManagerConfig {
+        data_dir: args.data_dir.clone(),
+        listen: args.listen,
+        advertise,
+        bootstrap,
+        timings,
+        dispatcher: Default::default(),
+    })
+}
+
+async fn serve(config: ManagerConfig) -> Result<()> {
+    init_logging()?;
+    let listen: SocketAddr = config.listen;
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        %listen,
+        advertise = %config.advertise,
+        "starting manager"
+    );
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    berth_manager::run(config, shutdown)
+        .await
+        .context("manager stopped with an error")
+}
+
+/// Logs go to stderr so stdout stays free for anything a script reads.
+fn init_logging() -> Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) => EnvFilter::try_new(&spec)
+            .with_context(|| format!("RUST_LOG={spec:?} is not a valid log filter"))?,
+        Err(_) => EnvFilter::new(DEFAULT_LOG_FILTER),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
+}
+
+/// Cancels `shutdown` on the first Ctrl-C or SIGTERM, so the manager
+/// closes its store cleanly; a second Ctrl-C exits at once, for a shutdown
+/// that hangs.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    wait_for_signal().await;
+    tracing::info!("shutting down (interrupt again to exit at once)");
+    shutdown.cancel();
+    if tokio::signal::ctrl_c().await.is_ok() {
+        std::process::exit(INTERRUPTED_EXIT_CODE);
+    }
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C stops the manager");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The API has no request id for membership changes, so a retry after a
+/// lost reply may find the manager already gone; that is reported as the
+/// manager answers it.
+async fn remove(client: &mut Client, id: u64) -> Result<()> {
+    client
+        .call(|mut c| async move {
+            c.remove_manager(proto::RemoveManagerRequest { node_id: id })
+                .await
+        })
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn run_args(args: &[&str]) -> (ManagerRunArgs, Option<(String, String)>) {
+        let argv = ["berth", "manager"].into_iter().chain(args.iter().copied());
+        match Cli::try_parse_from(argv).map(|cli| cli.command) {
+            Ok(Command::Manager(ManagerCommand::Init(args))) => (args, None),
+            Ok(Command::Manager(ManagerCommand::Join(args))) => {
+                (args.run, Some((args.peer, args.token)))
+            }
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn init_without_flags_serves_a_laptop() {
+        let (args, _) = run_args(&["init"]);
+        let config = manager_config(&args, Bootstrap::Init).expect("valid");
+        assert_eq!(
+            config.listen.to_string(),
+            berth_manager::config::DEFAULT_LISTEN
+        );
+        assert_eq!(config.advertise, berth_manager::config::DEFAULT_LISTEN);
+        let defaults = RaftTimings::default();
+        assert_eq!(
+            config.timings.heartbeat_interval_ms,
+            defaults.heartbeat_interval_ms
+        );
+        assert_eq!(
+            config.timings.snapshot_threshold,
+            defaults.snapshot_threshold
+        );
+    }
+
+    #[test]
+    fn join_takes_peer_token_and_timings() {
+        let (args, join) = run_args(&[
+            "join",
+            "--peer",
+            "10.0.0.1:4700",
+            "--token",
+            "BERTH1-MGR-x-y",
+            "--listen",
+            "10.0.0.2:4700",
+            "--heartbeat-ms",
+            "20",
+            "--election-timeout-min-ms",
+            "100",
+            "--election-timeout-max-ms",
+            "200",
+            "--snapshot-threshold",
+            "50",
+            "--data-dir",
+            "/tmp/m2",
+        ]);
+        assert_eq!(
+            join,
+            Some(("10.0.0.1:4700".into(), "BERTH1-MGR-x-y".into()))
+        );
+        let config = manager_config(&args, Bootstrap::Init).expect("valid");
+        assert_eq!(config.advertise, "10.0.0.2:4700");
+        assert_eq!(config.data_dir, std::path::PathBuf::from("/tmp/m2"));
+        assert_eq!(config.timings.heartbeat_interval_ms, 20);
+        assert_eq!(config.timings.election_timeout_min_ms, 100);
+        assert_eq!(config.timings.election_timeout_max_ms, 200);
+        assert_eq!(config.timings.snapshot_threshold, 50);
+    }
+
+    #[test]
+    fn listening_everywhere_needs_an_advertise_address() {
+        let (args, _) = run_args(&["init", "--listen", "0.0.0.0:4700"]);
+        let err = manager_config(&args, Bootstrap::Init).expect_err("unreachable advertise");
+        assert!(err.to_string().contains("--advertise"), "{err}");
+
+        let (args, _) = run_args(&["init", "--listen", "0.0.0.0:4700", "--advertise", "m1:4700"]);
+        let config = manager_config(&args, Bootstrap::Init).expect("valid");
+        assert_eq!(config.advertise, "m1:4700");
+    }
+}

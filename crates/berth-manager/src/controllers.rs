@@ -1,0 +1,140 @@
+//! The leader's control loops: after every change to the state, the
+//! orchestrator decides which tasks should exist and the scheduler places
+//! the new ones, each committing its decisions as one batched Raft entry.
+//! They run only while this manager leads and stop the moment it does not,
+//! so two managers never decide at once; a new leader picks up from the
+//! replicated state alone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_core::orchestrator;
+use berth_core::{Command, DesiredState, TaskState};
+use berth_scheduler::{Decision, Scheduler};
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::dispatcher::{run_liveness_checker, DispatcherSettings, Liveness};
+use crate::node::{hex_id, now_ms, ManagerNode};
+
+/// After a failed write (e.g. lost quorum), wait this long before retrying.
+pub const CONTROLLER_RETRY_MS: u64 = 100;
+
+/// Runs the controllers whenever this manager is the leader, until shutdown.
+pub async fn supervise(
+    node: Arc<ManagerNode>,
+    liveness: Arc<Liveness>,
+    settings: DispatcherSettings,
+    shutdown: CancellationToken,
+) {
+    let mut metrics = node.raft.metrics();
+    loop {
+        while !node.is_leader() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = metrics.changed() => if changed.is_err() { return },
+            }
+        }
+        let term = metrics.borrow().current_term;
+        info!(term, "leading: starting the orchestrator, scheduler and liveness checks");
+        let leading = shutdown.child_token();
+        let loops = tokio::spawn({
+            let (node, leading, liveness, settings) =
+                (node.clone(), leading.clone(), liveness.clone(), settings.clone());
+            async move {
+                tokio::join!(
+                    control_loop(node.clone(), leading.clone()),
+                    run_liveness_checker(node, liveness, settings, leading),
+                );
+            }
+            .instrument(info_span!("controllers", term))
+        });
+        while node.is_leader() && metrics.borrow().current_term == term {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = metrics.changed() => if changed.is_err() { break },
+            }
+        }
+        leading.cancel();
+        let _ = loops.await;
+        info!(term, "no longer leading: controllers stopped");
+    }
+}
+
+async fn control_loop(node: Arc<ManagerNode>, leading: CancellationToken) {
+    let mut changes = node.view.watch(0).live;
+    loop {
+        let wake_at_ms = match pass(&node).await {
+            Ok(wake) => wake,
+            Err(e) => {
+                warn!(error = %e, "controller pass failed; retrying");
+                Some(now_ms() + CONTROLLER_RETRY_MS as i64)
+            }
+        };
+        let sleep = match wake_at_ms {
+            Some(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            _ = leading.cancelled() => return,
+            _ = tokio::time::sleep(sleep) => {}
+            item = changes.recv() => {
+                if matches!(item, Err(RecvError::Closed)) {
+                    return;
+                }
+                // Take the whole burst of changes before deciding again.
+                while changes.try_recv().is_ok() {}
+            }
+        }
+    }
+}
+
+/// One round of orchestration and scheduling. Returns when to look again
+/// even if nothing changes (a restart waiting on its back-off).
+async fn pass(node: &ManagerNode) -> Result<Option<i64>, crate::error::ManagerError> {
+    let reconciliation = node.view.read(|state, _| orchestrator::reconcile(state, now_ms(), &mut hex_id));
+    if !reconciliation.plan.is_empty() {
+        let plan = &reconciliation.plan;
+        debug!(
+            create = plan.create.len(),
+            stop = plan.set_desired.len(),
+            forget = plan.delete.len(),
+            "orchestrator plan"
+        );
+        node.write(hex_id(), Command::ReconcileTasks(reconciliation.plan)).await?;
+    }
+
+    let decisions = node.view.read(|state, _| {
+        let pending: Vec<_> =
+            state.tasks().filter(|t| t.state < TaskState::Assigned && t.desired == DesiredState::Running).collect();
+        if pending.is_empty() {
+            return Vec::new();
+        }
+        let mut scheduler = Scheduler::new(state.nodes(), state.tasks());
+        scheduler
+            .place(pending.iter().copied())
+            .into_iter()
+            .filter(|decision| match decision {
+                // An unchanged reason is not worth a Raft entry.
+                Decision::Unplaceable { task_id, reason } => {
+                    state.task(task_id).is_none_or(|t| t.state != TaskState::Pending || t.message != *reason)
+                }
+                Decision::Assign { .. } => true,
+            })
+            .collect()
+    });
+    if !decisions.is_empty() {
+        let mut assignments = Vec::new();
+        let mut unplaceable = Vec::new();
+        for decision in decisions {
+            match decision {
+                Decision::Assign { task_id, node_id } => assignments.push((task_id, node_id)),
+                Decision::Unplaceable { task_id, reason } => unplaceable.push((task_id, reason)),
+            }
+        }
+        debug!(assigned = assignments.len(), unplaceable = unplaceable.len(), "scheduler decisions");
+        node.write(hex_id(), Command::AssignTasks { assignments, unplaceable }).await?;
+    }
+    Ok(reconciliation.wake_at_ms)
+}
