@@ -6,6 +6,12 @@
 //! condition with a deadline instead of sleeping. Dropping a [`Cluster`]
 //! kills every manager and prints the tail of each log; the test runner
 //! shows that output only when the test failed.
+//!
+//! Run with `cargo build -p berth-cli --bin berth && cargo nextest run -p
+//! cluster-tests`. Environment: `BERTH_BIN` picks the binary,
+//! `BERTH_TEST_SEED` replays a test's random choices, `BERTH_KEEP_TEST_DIRS`
+//! keeps data dirs and logs of passing tests too (a failed test always keeps
+//! them), and `RUST_LOG` is passed to the managers (default `info`).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -16,7 +22,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
 use tokio::time::Instant;
@@ -25,8 +31,8 @@ use tonic::transport::{Channel, Endpoint};
 pub use berth_proto::v1 as proto;
 use proto::cluster_api_client::ClusterApiClient;
 use proto::{
-    ClusterStatusReply, ClusterStatusRequest, CreateServiceRequest, ListServicesRequest,
-    ReadConsistency, Service, ServiceSpec,
+    ClusterStatusReply, ClusterStatusRequest, CreateServiceRequest, ListServicesRequest, ReadConsistency, Service,
+    ServiceSpec,
 };
 
 /// A gRPC client of one manager's public API.
@@ -87,15 +93,29 @@ impl ClusterOpts {
     }
 }
 
+/// What the `berth` binary is built from, relative to the workspace: a file
+/// here newer than the binary means the binary is stale.
+const BERTH_SOURCES: &[&str] = &[
+    "Cargo.lock",
+    "proto",
+    "crates/berth-proto",
+    "crates/berth-core",
+    "crates/berth-store",
+    "crates/berth-manager",
+    "crates/berth-cli",
+];
+
 /// The `berth` binary under test: `BERTH_BIN` if set, else
-/// `<target dir>/debug/berth`, built once with cargo when it is missing.
-/// The binary is not rebuilt when it exists: run
-/// `cargo build -p berth-cli --bin berth` after changing the manager.
+/// `<target dir>/debug/berth`, built with cargo once per test process when
+/// it is missing. cargo does not rebuild it for these tests (a package
+/// cannot depend on a binary-only package), and rebuilding it here would
+/// make every test fail while a colleague's half-done change does not
+/// compile; so a stale binary is tested as it is, with a warning that the
+/// runner shows with a failed test's output. Run
+/// `cargo build -p berth-cli --bin berth` before the tests.
 pub fn berth_bin() -> Result<PathBuf> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| locate_or_build_berth().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
+    BIN.get_or_init(|| locate_or_build_berth().map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
 }
 
 fn locate_or_build_berth() -> Result<PathBuf> {
@@ -115,11 +135,20 @@ fn locate_or_build_berth() -> Result<PathBuf> {
         None => workspace.join("target"),
     };
     let bin = target.join("debug").join("berth");
-    if bin.is_file() {
+    let built_at = fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    let newest_source = BERTH_SOURCES.iter().filter_map(|path| newest_mtime(&workspace.join(path))).max();
+    if let Some(built) = built_at {
+        if newest_source.is_some_and(|source| source > built) {
+            eprintln!(
+                "warning: {} is older than its sources; these tests run the old \
+                 binary (cargo build -p berth-cli --bin berth)",
+                bin.display()
+            );
+        }
         return Ok(bin);
     }
-    // Cargo's own lock on the target dir serialises test processes that
-    // all find the binary missing; the later builds find it up to date.
+    // Cargo's lock on the target dir serialises test processes that all
+    // find the binary missing; the later builds find it up to date.
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .args(["build", "-p", "berth-cli", "--bin", "berth"])
@@ -128,15 +157,31 @@ fn locate_or_build_berth() -> Result<PathBuf> {
         .status()
         .context("running cargo build -p berth-cli")?;
     if !status.success() {
-        bail!("cargo build -p berth-cli --bin berth failed ({status})");
-    }
-    if !bin.is_file() {
         bail!(
-            "cargo built berth-cli but {} does not exist; set BERTH_BIN",
-            bin.display()
+            "cargo build -p berth-cli --bin berth failed ({status}); \
+             set BERTH_BIN to test an existing binary"
         );
     }
+    if !bin.is_file() {
+        bail!("cargo built berth-cli but {} does not exist; set BERTH_BIN", bin.display());
+    }
     Ok(bin)
+}
+
+/// The latest modification time of `path` or anything under it.
+fn newest_mtime(path: &Path) -> Option<SystemTime> {
+    let meta = fs::metadata(path).ok()?;
+    let own = meta.modified().ok();
+    if !meta.is_dir() {
+        return own;
+    }
+    fs::read_dir(path)
+        .ok()?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.file_name() != "target")
+        .filter_map(|entry| newest_mtime(&entry.path()))
+        .chain(own)
+        .max()
 }
 
 /// A loopback port that nothing listens on now. The listener is dropped at
@@ -158,10 +203,7 @@ pub fn free_port() -> Result<u16> {
 /// The seed for a test's random choices: `BERTH_TEST_SEED` if set, else a
 /// fresh one. It is printed so that a failure can be replayed.
 pub fn seed() -> u64 {
-    let seed = std::env::var("BERTH_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
+    let seed = std::env::var("BERTH_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("seed {seed} (replay with BERTH_TEST_SEED={seed})");
     seed
 }
@@ -173,12 +215,7 @@ pub fn request_id() -> String {
 
 /// A valid, minimal replicated service spec.
 pub fn service_spec(name: &str) -> ServiceSpec {
-    ServiceSpec {
-        name: name.to_string(),
-        image: "nginx:1.27".to_string(),
-        replicas: Some(1),
-        ..ServiceSpec::default()
-    }
+    ServiceSpec { name: name.to_string(), image: "nginx:1.27".to_string(), replicas: Some(1), ..ServiceSpec::default() }
 }
 
 /// Marks an error that [`wait_until`] must not retry, such as a manager
@@ -207,9 +244,7 @@ where
     let mut tries = 0u32;
     loop {
         tries += 1;
-        let remaining = deadline
-            .saturating_sub(started.elapsed())
-            .max(Duration::from_millis(1));
+        let remaining = deadline.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
         let error = match tokio::time::timeout(remaining, attempt()).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(error)) => error,
@@ -219,10 +254,7 @@ where
             return Err(error.context(format!("gave up waiting for {what}")));
         }
         if started.elapsed() >= deadline {
-            return Err(error.context(format!(
-                "{what}: not true after {:?} ({tries} tries)",
-                started.elapsed()
-            )));
+            return Err(error.context(format!("{what}: not true after {:?} ({tries} tries)", started.elapsed())));
         }
         tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
     }
@@ -265,9 +297,7 @@ pub async fn status(addr: SocketAddr) -> Result<ClusterStatusReply> {
 pub async fn list_services(addr: SocketAddr, consistency: ReadConsistency) -> Result<Vec<Service>> {
     let reply = client(addr)
         .await?
-        .list_services(ListServicesRequest {
-            consistency: consistency as i32,
-        })
+        .list_services(ListServicesRequest { consistency: consistency as i32 })
         .await
         .with_context(|| format!("ListServices ({consistency:?}) on {addr}"))?;
     Ok(reply.into_inner().services)
@@ -294,19 +324,10 @@ pub struct CliOutput {
 /// Runs `berth ARGS` to completion, within [`CLI_TIMEOUT_MS`].
 pub async fn cli(args: &[&str]) -> Result<CliOutput> {
     let bin = berth_bin()?;
-    let run = tokio::process::Command::new(&bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
+    let run = tokio::process::Command::new(&bin).args(args).stdin(Stdio::null()).kill_on_drop(true).output();
     let output = tokio::time::timeout(Duration::from_millis(CLI_TIMEOUT_MS), run)
         .await
-        .map_err(|_| {
-            anyhow!(
-                "berth {} did not finish in {CLI_TIMEOUT_MS} ms",
-                args.join(" ")
-            )
-        })?
+        .map_err(|_| anyhow!("berth {} did not finish in {CLI_TIMEOUT_MS} ms", args.join(" ")))?
         .with_context(|| format!("running berth {}", args.join(" ")))?;
     Ok(CliOutput {
         status: output.status,
@@ -333,6 +354,7 @@ pub struct Manager {
     raft_args: Vec<String>,
     bin: PathBuf,
     child: Mutex<Option<Child>>,
+    paused: bool,
     id: Option<u64>,
     starts: u32,
 }
@@ -361,6 +383,7 @@ impl Manager {
             raft_args: opts.raft_args(),
             bin: berth_bin()?,
             child: Mutex::new(None),
+            paused: false,
             id: None,
             starts: 0,
         })
@@ -396,8 +419,45 @@ impl Manager {
         self.child().is_some()
     }
 
+    /// Running and not paused: expected to answer.
+    pub fn is_serving(&self) -> bool {
+        self.is_running() && !self.paused
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child().as_ref().map(Child::id)
+    }
+
+    /// SIGSTOP: the process keeps its sockets and state but does nothing,
+    /// like a manager stuck in a long GC pause or a frozen VM.
+    pub fn pause(&mut self) -> Result<()> {
+        self.signal("STOP")?;
+        self.paused = true;
+        self.note("paused with SIGSTOP");
+        Ok(())
+    }
+
+    /// SIGCONT after [`Manager::pause`].
+    pub fn resume(&mut self) -> Result<()> {
+        self.signal("CONT")?;
+        self.paused = false;
+        self.note("resumed with SIGCONT");
+        Ok(())
+    }
+
+    /// Sends a signal through `kill(1)`: the workspace forbids unsafe code.
+    fn signal(&self, signal: &str) -> Result<()> {
+        let pid = self.pid().with_context(|| format!("{} is not running", self.name))?;
+        let status =
+            Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().context("running kill(1)")?;
+        if !status.success() {
+            bail!("kill -{signal} {pid} ({}) failed: {status}", self.name);
+        }
+        Ok(())
     }
 
     fn command_args(&self) -> Vec<String> {
@@ -435,20 +495,12 @@ impl Manager {
             .append(true)
             .open(self.log_path())
             .with_context(|| format!("opening {}", self.log_path().display()))?;
-        writeln!(
-            log,
-            "=== harness: start #{} of {}: berth {}",
-            self.starts,
-            self.name,
-            args.join(" ")
-        )?;
+        writeln!(log, "=== harness: start #{} of {}: berth {}", self.starts, self.name, args.join(" "))?;
         let spawned = Command::new(&self.bin)
             .args(&args)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .env("RUST_BACKTRACE", "1")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -464,10 +516,9 @@ impl Manager {
         let Some(mut child) = child else {
             bail!("{} is not running", self.name);
         };
-        child
-            .kill()
-            .with_context(|| format!("killing {}", self.name))?;
+        child.kill().with_context(|| format!("killing {}", self.name))?;
         let status = child.wait()?;
+        self.paused = false;
         self.note(&format!("killed with SIGKILL ({status})"));
         Ok(())
     }
@@ -501,9 +552,7 @@ impl Manager {
     pub async fn wait_exit(&self, deadline: Duration) -> Result<ExitStatus> {
         wait_until(&format!("{} to exit", self.name), deadline, || async {
             let mut child = self.child();
-            let running = child
-                .as_mut()
-                .ok_or_else(|| GiveUp(format!("{} is not running", self.name)))?;
+            let running = child.as_mut().ok_or_else(|| GiveUp(format!("{} is not running", self.name)))?;
             match running.try_wait()? {
                 Some(status) => {
                     *child = None;
@@ -583,12 +632,7 @@ impl Cluster {
             .tempdir()
             .context("creating the cluster's temp dir")?;
         let first = Manager::new(root.path(), "m1", Role::Init, &opts)?;
-        let mut cluster = Cluster {
-            managers: vec![first],
-            opts,
-            manager_token: String::new(),
-            root: Some(root),
-        };
+        let mut cluster = Cluster { managers: vec![first], opts, manager_token: String::new(), root: Some(root) };
         cluster.managers[0].start()?;
         cluster.wait_converged(1).await?;
         let addr = cluster.managers[0].addr().to_string();
@@ -602,16 +646,14 @@ impl Cluster {
     /// Joins one more manager with the manager token and waits until it is a
     /// voter seen by every running manager. Returns its index.
     pub async fn add_manager(&mut self) -> Result<usize> {
-        let peer = self.any_running()?.addr().to_string();
+        let contact = self.any_serving()?;
+        let peer = contact.addr().to_string();
+        let expected = voters(&contact.status().await?) + 1;
         let name = format!("m{}", self.managers.len() + 1);
-        let role = Role::Join {
-            peer,
-            token: self.manager_token.clone(),
-        };
+        let role = Role::Join { peer, token: self.manager_token.clone() };
         let mut manager = Manager::new(self.root_path(), &name, role, &self.opts)?;
         manager.start()?;
         self.managers.push(manager);
-        let expected = self.managers.iter().filter(|m| m.is_running()).count();
         self.wait_converged(expected).await?;
         Ok(self.managers.len() - 1)
     }
@@ -619,18 +661,12 @@ impl Cluster {
     /// A manager that would join this cluster with `token` through `peer`,
     /// not started and not part of the cluster: for tests of refused joins.
     pub fn joiner(&self, name: &str, peer: SocketAddr, token: &str) -> Result<Manager> {
-        let role = Role::Join {
-            peer: peer.to_string(),
-            token: token.to_string(),
-        };
+        let role = Role::Join { peer: peer.to_string(), token: token.to_string() };
         Manager::new(self.root_path(), name, role, &self.opts)
     }
 
     fn root_path(&self) -> &Path {
-        self.root
-            .as_ref()
-            .map(tempfile::TempDir::path)
-            .unwrap_or_else(|| Path::new("."))
+        self.root.as_ref().map(tempfile::TempDir::path).unwrap_or_else(|| Path::new("."))
     }
 
     pub fn len(&self) -> usize {
@@ -653,18 +689,13 @@ impl Cluster {
         &self.manager_token
     }
 
-    /// Indexes of the managers whose process runs.
+    /// Indexes of the managers that run and are not paused.
     pub fn running(&self) -> Vec<usize> {
-        (0..self.managers.len())
-            .filter(|&i| self.managers[i].is_running())
-            .collect()
+        (0..self.managers.len()).filter(|&i| self.managers[i].is_serving()).collect()
     }
 
-    fn any_running(&self) -> Result<&Manager> {
-        self.managers
-            .iter()
-            .find(|m| m.is_running())
-            .context("no manager is running")
+    fn any_serving(&self) -> Result<&Manager> {
+        self.managers.iter().find(|m| m.is_serving()).context("no manager is running unpaused")
     }
 
     /// The index of the manager with Raft id `id`.
@@ -677,41 +708,42 @@ impl Cluster {
         self.managers[i].kill()
     }
 
+    /// SIGSTOP manager `i`.
+    pub fn pause(&mut self, i: usize) -> Result<()> {
+        self.managers[i].pause()
+    }
+
+    /// SIGCONT manager `i`.
+    pub fn resume(&mut self, i: usize) -> Result<()> {
+        self.managers[i].resume()
+    }
+
     /// Restarts manager `i` from its data dir and waits until it answers.
     pub async fn restart(&mut self, i: usize) -> Result<()> {
         self.managers[i].restart()?;
         let manager = &self.managers[i];
-        wait_until(
-            &format!("restarted {} to answer ClusterStatus", manager.name),
-            self.opts.ready_deadline,
-            || manager.status(),
-        )
+        wait_until(&format!("restarted {} to answer ClusterStatus", manager.name), self.opts.ready_deadline, || {
+            manager.status()
+        })
         .await?;
         Ok(())
     }
 
-    /// Waits until every running manager names the same leader, that leader
-    /// runs, and returns its index.
+    /// Waits until every running, unpaused manager names the same leader,
+    /// that leader is one of them, and returns its index.
     pub async fn leader(&self) -> Result<usize> {
-        wait_until(
-            "every running manager to agree on a running leader",
-            self.opts.ready_deadline,
-            || self.agreed_leader(None),
-        )
+        wait_until("every running manager to agree on a running leader", self.opts.ready_deadline, || {
+            self.agreed_leader(None)
+        })
         .await
     }
 
     async fn agreed_leader(&self, voters_expected: Option<usize>) -> Result<usize> {
         let mut leader = None;
-        for manager in self.managers.iter().filter(|m| m.is_running()) {
+        for manager in self.managers.iter().filter(|m| m.is_serving()) {
             let status = manager.status().await?;
             if status.answered_by != manager.id.unwrap_or(status.answered_by) {
-                bail!(
-                    "{} answers as id {}, it was {:?}",
-                    manager.name,
-                    status.answered_by,
-                    manager.id
-                );
+                bail!("{} answers as id {}, it was {:?}", manager.name, status.answered_by, manager.id);
             }
             let Some(id) = status.leader_id else {
                 bail!("{} knows no leader (term {})", manager.name, status.term);
@@ -730,23 +762,15 @@ impl Cluster {
             match leader {
                 None => leader = Some(id),
                 Some(seen) if seen != id => {
-                    bail!(
-                        "{} names leader {id}, another manager names {seen}",
-                        manager.name
-                    )
+                    bail!("{} names leader {id}, another manager names {seen}", manager.name)
                 }
                 Some(_) => {}
             }
         }
         let id = leader.context("no manager is running")?;
-        let index = self
-            .index_of(id)
-            .with_context(|| format!("leader id {id} is none of the started managers"))?;
-        if !self.managers[index].is_running() {
-            bail!(
-                "the running managers still name {} (killed) as leader",
-                self.managers[index].name
-            );
+        let index = self.index_of(id).with_context(|| format!("leader id {id} is none of the started managers"))?;
+        if !self.managers[index].is_serving() {
+            bail!("the running managers still name {} (killed or paused) as leader", self.managers[index].name);
         }
         Ok(index)
     }
@@ -757,20 +781,14 @@ impl Cluster {
         let deadline = self.opts.ready_deadline;
         for i in self.running() {
             let manager = &self.managers[i];
-            let status = wait_until(
-                &format!("{} to answer ClusterStatus", manager.name),
-                deadline,
-                || manager.status(),
-            )
-            .await?;
+            let status =
+                wait_until(&format!("{} to answer ClusterStatus", manager.name), deadline, || manager.status()).await?;
             self.managers[i].id = Some(status.answered_by);
         }
         let this = &*self;
-        wait_until(
-            &format!("{voters} voters and one leader seen by every running manager"),
-            deadline,
-            || this.agreed_leader(Some(voters)),
-        )
+        wait_until(&format!("{voters} voters and one leader seen by every running manager"), deadline, || {
+            this.agreed_leader(Some(voters))
+        })
         .await?;
         Ok(())
     }
@@ -779,12 +797,7 @@ impl Cluster {
     /// across a failover, until one answers something other than a
     /// [`retryable`] error or the manager cannot be reached. `call` must
     /// resend the same request (same request id) every time.
-    pub async fn call_acked<T, F, Fut>(
-        &self,
-        what: &str,
-        deadline: Duration,
-        mut call: F,
-    ) -> Result<T>
+    pub async fn call_acked<T, F, Fut>(&self, what: &str, deadline: Duration, mut call: F) -> Result<T>
     where
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
@@ -795,12 +808,7 @@ impl Cluster {
             let attempt = running
                 .get(turn % running.len().max(1))
                 .map(|&i| &self.managers[i])
-                .map(|manager| {
-                    (
-                        manager.name.clone(),
-                        lazy_client(manager.addr).map(&mut call),
-                    )
-                });
+                .map(|manager| (manager.name.clone(), lazy_client(manager.addr).map(&mut call)));
             turn += 1;
             async move {
                 let (name, call) = attempt.ok_or_else(|| GiveUp("no manager is running".into()))?;
@@ -815,58 +823,34 @@ impl Cluster {
     }
 
     /// Creates a service with [`Cluster::call_acked`].
-    pub async fn create_acked(
-        &self,
-        spec: ServiceSpec,
-        request_id: &str,
-        deadline: Duration,
-    ) -> Result<Service> {
-        let request = CreateServiceRequest {
-            request_id: request_id.to_string(),
-            spec: Some(spec),
-        };
-        let what = format!(
-            "CreateService {}",
-            request.spec.as_ref().map_or("", |s| &s.name)
-        );
+    pub async fn create_acked(&self, spec: ServiceSpec, request_id: &str, deadline: Duration) -> Result<Service> {
+        let request = CreateServiceRequest { request_id: request_id.to_string(), spec: Some(spec) };
+        let what = format!("CreateService {}", request.spec.as_ref().map_or("", |s| &s.name));
         let reply = self
             .call_acked(&what, deadline, |mut client| {
                 let request = request.clone();
                 async move { client.create_service(request).await }
             })
             .await?;
-        reply
-            .into_inner()
-            .service
-            .context("CreateService replied without a service")
+        reply.into_inner().service.context("CreateService replied without a service")
     }
 }
 
 /// Whether a client should retry a write elsewhere: the manager could not
 /// commit it now (no quorum, leader change) or the connection broke.
 pub fn retryable(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
-    )
+    matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded)
 }
 
 /// `berth join-token ROLE -q --manager ADDR`.
 pub async fn join_token(role: &str, manager: &str) -> Result<String> {
     let output = cli(&["join-token", role, "-q", "--manager", manager]).await?;
     if !output.status.success() {
-        bail!(
-            "berth join-token {role} failed ({}): {}",
-            output.status,
-            output.stderr
-        );
+        bail!("berth join-token {role} failed ({}): {}", output.status, output.stderr);
     }
     let token = output.stdout.trim().to_string();
     if token.is_empty() || token.contains(char::is_whitespace) {
-        bail!(
-            "berth join-token {role} -q printed {:?}, not one token",
-            output.stdout
-        );
+        bail!("berth join-token {role} -q printed {:?}, not one token", output.stdout);
     }
     Ok(token)
 }

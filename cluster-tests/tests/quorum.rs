@@ -18,9 +18,7 @@ async fn lone_manager_refuses_writes(survivor_is_leader: bool) -> Result<()> {
     let lone = if survivor_is_leader {
         leader
     } else {
-        (0..cluster.len())
-            .find(|&i| i != leader)
-            .context("three managers have followers")?
+        (0..cluster.len()).find(|&i| i != leader).context("three managers have followers")?
     };
     for i in cluster.running() {
         if i != lone {
@@ -38,6 +36,7 @@ async fn lone_manager_refuses_writes(survivor_is_leader: bool) -> Result<()> {
             })
             .await;
         let elapsed = started.elapsed();
+        eprintln!("write {attempt} to the lone manager answered in {elapsed:?}: {result:?}");
         let status = match result {
             Ok(reply) => panic!(
                 "write {attempt} to {} (alone of three) was acknowledged: {:?}",
@@ -46,12 +45,7 @@ async fn lone_manager_refuses_writes(survivor_is_leader: bool) -> Result<()> {
             ),
             Err(status) => status,
         };
-        assert_eq!(
-            status.code(),
-            tonic::Code::Unavailable,
-            "write {attempt} to a lone {}: {status}",
-            manager.name()
-        );
+        assert_eq!(status.code(), tonic::Code::Unavailable, "write {attempt} to a lone {}: {status}", manager.name());
         assert!(
             elapsed < REFUSAL_BOUND,
             "write {attempt} to a lone {} took {elapsed:?} to be refused ({status})",
@@ -59,9 +53,7 @@ async fn lone_manager_refuses_writes(survivor_is_leader: bool) -> Result<()> {
         );
         let message = status.message().to_lowercase();
         assert!(
-            ["quorum", "majority", "leader"]
-                .iter()
-                .any(|word| message.contains(word)),
+            ["quorum", "majority", "leader"].iter().any(|word| message.contains(word)),
             "the refusal does not say why: {status}"
         );
     }
@@ -69,8 +61,7 @@ async fn lone_manager_refuses_writes(survivor_is_leader: bool) -> Result<()> {
 }
 
 #[tokio::test]
-async fn a_former_leader_left_alone_refuses_writes_with_unavailable_within_two_seconds(
-) -> Result<()> {
+async fn a_former_leader_left_alone_refuses_writes_with_unavailable_within_two_seconds() -> Result<()> {
     lone_manager_refuses_writes(true).await
 }
 

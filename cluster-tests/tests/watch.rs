@@ -36,11 +36,8 @@ async fn next_matching(
 async fn a_follower_watch_delivers_a_created_and_a_removed_service() -> Result<()> {
     let cluster = Cluster::start(3, ClusterOpts::default()).await?;
     let leader = cluster.manager(cluster.leader().await?);
-    let follower = cluster
-        .managers()
-        .iter()
-        .find(|m| m.id() != leader.id())
-        .context("three managers have followers")?;
+    let follower =
+        cluster.managers().iter().find(|m| m.id() != leader.id()).context("three managers have followers")?;
     let mut stream = follower
         .client()
         .await?
@@ -51,10 +48,7 @@ async fn a_follower_watch_delivers_a_created_and_a_removed_service() -> Result<(
 
     let mut writer = leader.client().await?;
     let created = writer
-        .create_service(CreateServiceRequest {
-            request_id: request_id(),
-            spec: Some(service_spec("watched")),
-        })
+        .create_service(CreateServiceRequest { request_id: request_id(), spec: Some(service_spec("watched")) })
         .await?
         .into_inner()
         .service
@@ -72,10 +66,7 @@ async fn a_follower_watch_delivers_a_created_and_a_removed_service() -> Result<(
     assert_eq!(upserted.index, created.version);
 
     let removed = writer
-        .remove_service(RemoveServiceRequest {
-            request_id: request_id(),
-            name: "watched".into(),
-        })
+        .remove_service(RemoveServiceRequest { request_id: request_id(), name: "watched".into() })
         .await?
         .into_inner();
     let event = next_matching(
