@@ -17,7 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
-use crate::convert::{node_to_proto, service_to_proto, spec_from_proto, task_to_proto};
+use berth_api::{node_to_proto, service_to_proto, spec_from_proto, task_to_proto};
 use crate::error::ManagerError;
 use crate::node::ManagerNode;
 

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::convert::{health_from_text, reported_state, spec_to_proto};
+use berth_api::{health_from_text, reported_state, spec_to_proto};
 use crate::node::ManagerNode;
 
 /// An agent that sends nothing for this long is considered gone.

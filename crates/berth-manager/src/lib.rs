@@ -8,7 +8,6 @@
 pub mod api;
 pub mod config;
 pub mod controllers;
-pub mod convert;
 pub mod dispatcher;
 pub mod error;
 pub mod identity;
