@@ -3,8 +3,8 @@
 //! field it rejects, with the accepted values.
 
 use berth_core::{
-    non_negative, CoreError, EnvVar, Health, HealthCheck, Node, PortMapping, Resources, RestartPolicy, Service,
-    ServiceLink, ServiceMode, ServiceSpec, Strategy, Task, TaskState, UpdateConfig,
+    non_negative, CoreError, DesiredState, EnvVar, Health, HealthCheck, Node, PortMapping, Resources, RestartPolicy,
+    Service, ServiceLink, ServiceMode, ServiceSpec, Strategy, Task, TaskState, UpdateConfig,
 };
 use berth_proto::v1 as pb;
 
@@ -225,6 +225,57 @@ pub fn reported_state(text: &str) -> Result<TaskState, CoreError> {
         "failed" => TaskState::Failed,
         "rejected" => TaskState::Rejected,
         other => return Err(CoreError::invalid("state", format!("'{other}' is not a state an agent reports"))),
+    })
+}
+
+/// Any task state, as `TaskState::as_str` spells it.
+pub fn task_state_from_text(text: &str) -> Result<TaskState, CoreError> {
+    Ok(match text {
+        "new" => TaskState::New,
+        "pending" => TaskState::Pending,
+        "assigned" => TaskState::Assigned,
+        "orphaned" => TaskState::Orphaned,
+        other => reported_state(other)?,
+    })
+}
+
+/// How an agent spells a state it reports.
+pub fn reported_state_text(state: TaskState) -> &'static str {
+    state.as_str()
+}
+
+pub fn desired_from_text(text: &str) -> Result<DesiredState, CoreError> {
+    Ok(match text {
+        "running" => DesiredState::Running,
+        "shutdown" => DesiredState::Shutdown,
+        "remove" => DesiredState::Remove,
+        other => {
+            return Err(CoreError::invalid("desired", format!("'{other}' is not one of running, shutdown, remove")))
+        }
+    })
+}
+
+/// The task an agent is asked to run, rebuilt from its assignment.
+pub fn task_from_assignment(assignment: pb::Assignment) -> Result<Task, CoreError> {
+    let spec = spec_from_proto(assignment.spec.ok_or_else(|| CoreError::invalid("spec", "is required"))?)?;
+    Ok(Task {
+        id: assignment.task_id,
+        service_id: assignment.service_id,
+        service_name: assignment.service_name,
+        service_version: 0,
+        slot: assignment.slot,
+        spec,
+        node_id: None,
+        desired: desired_from_text(&assignment.desired)?,
+        state: task_state_from_text(&assignment.state)?,
+        health: Health::None,
+        container_id: String::new(),
+        exit_code: None,
+        message: String::new(),
+        attempt: 0,
+        created_at_ms: 0,
+        state_since_ms: 0,
+        started_at_ms: 0,
     })
 }
 
