@@ -1,6 +1,7 @@
 //! `berth manager init|join` run a manager in this process until Ctrl-C or
 //! SIGTERM; `berth manager rm` asks the cluster to drop one.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 
 use anyhow::{bail, Context, Result};
@@ -23,10 +24,7 @@ pub async fn run(command: ManagerCommand, managers: &[String]) -> Result<()> {
     match command {
         ManagerCommand::Init(args) => serve(manager_config(&args, Bootstrap::Init)?).await,
         ManagerCommand::Join(args) => {
-            let bootstrap = Bootstrap::Join {
-                peer: args.peer.clone(),
-                token: args.token.clone(),
-            };
+            let bootstrap = Bootstrap::Join { peer: args.peer.clone(), token: args.token.clone() };
             serve(manager_config(&args.run, bootstrap)?).await
         }
         ManagerCommand::Rm { id } => {
@@ -54,15 +52,9 @@ pub fn manager_config(args: &ManagerRunArgs, bootstrap: Bootstrap) -> Result<Man
     let defaults = RaftTimings::default();
     let timings = RaftTimings {
         heartbeat_interval_ms: args.heartbeat_ms.unwrap_or(defaults.heartbeat_interval_ms),
-        election_timeout_min_ms: args
-            .election_timeout_min_ms
-            .unwrap_or(defaults.election_timeout_min_ms),
-        election_timeout_max_ms: args
-            .election_timeout_max_ms
-            .unwrap_or(defaults.election_timeout_max_ms),
-        snapshot_threshold: args
-            .snapshot_threshold
-            .unwrap_or(defaults.snapshot_threshold),
+        election_timeout_min_ms: args.election_timeout_min_ms.unwrap_or(defaults.election_timeout_min_ms),
+        election_timeout_max_ms: args.election_timeout_max_ms.unwrap_or(defaults.election_timeout_max_ms),
+        snapshot_threshold: args.snapshot_threshold.unwrap_or(defaults.snapshot_threshold),
     };
     Ok(ManagerConfig {
         data_dir: args.data_dir.clone(),
@@ -85,21 +77,23 @@ async fn serve(config: ManagerConfig) -> Result<()> {
     );
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    berth_manager::run(config, shutdown)
-        .await
-        .context("manager stopped with an error")
+    berth_manager::run(config, shutdown).await.context("manager stopped with an error")
 }
 
 /// Logs go to stderr so stdout stays free for anything a script reads.
 fn init_logging() -> Result<()> {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(spec) => EnvFilter::try_new(&spec)
-            .with_context(|| format!("RUST_LOG={spec:?} is not a valid log filter"))?,
+        Ok(spec) => {
+            EnvFilter::try_new(&spec).with_context(|| format!("RUST_LOG={spec:?} is not a valid log filter"))?
+        }
         Err(_) => EnvFilter::new(DEFAULT_LOG_FILTER),
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only help a person at a terminal; in a log file
+        // they are noise.
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
 }
@@ -142,12 +136,7 @@ async fn wait_for_signal() {
 /// lost reply may find the manager already gone; that is reported as the
 /// manager answers it.
 async fn remove(client: &mut Client, id: u64) -> Result<()> {
-    client
-        .call(|mut c| async move {
-            c.remove_manager(proto::RemoveManagerRequest { node_id: id })
-                .await
-        })
-        .await?;
+    client.call(|mut c| async move { c.remove_manager(proto::RemoveManagerRequest { node_id: id }).await }).await?;
     Ok(())
 }
 
@@ -161,9 +150,7 @@ mod tests {
         let argv = ["berth", "manager"].into_iter().chain(args.iter().copied());
         match Cli::try_parse_from(argv).map(|cli| cli.command) {
             Ok(Command::Manager(ManagerCommand::Init(args))) => (args, None),
-            Ok(Command::Manager(ManagerCommand::Join(args))) => {
-                (args.run, Some((args.peer, args.token)))
-            }
+            Ok(Command::Manager(ManagerCommand::Join(args))) => (args.run, Some((args.peer, args.token))),
             other => panic!("{args:?}: {other:?}"),
         }
     }
@@ -172,20 +159,11 @@ mod tests {
     fn init_without_flags_serves_a_laptop() {
         let (args, _) = run_args(&["init"]);
         let config = manager_config(&args, Bootstrap::Init).expect("valid");
-        assert_eq!(
-            config.listen.to_string(),
-            berth_manager::config::DEFAULT_LISTEN
-        );
+        assert_eq!(config.listen.to_string(), berth_manager::config::DEFAULT_LISTEN);
         assert_eq!(config.advertise, berth_manager::config::DEFAULT_LISTEN);
         let defaults = RaftTimings::default();
-        assert_eq!(
-            config.timings.heartbeat_interval_ms,
-            defaults.heartbeat_interval_ms
-        );
-        assert_eq!(
-            config.timings.snapshot_threshold,
-            defaults.snapshot_threshold
-        );
+        assert_eq!(config.timings.heartbeat_interval_ms, defaults.heartbeat_interval_ms);
+        assert_eq!(config.timings.snapshot_threshold, defaults.snapshot_threshold);
     }
 
     #[test]
@@ -209,10 +187,7 @@ mod tests {
             "--data-dir",
             "/tmp/m2",
         ]);
-        assert_eq!(
-            join,
-            Some(("10.0.0.1:4700".into(), "BERTH1-MGR-x-y".into()))
-        );
+        assert_eq!(join, Some(("10.0.0.1:4700".into(), "BERTH1-MGR-x-y".into())));
         let config = manager_config(&args, Bootstrap::Init).expect("valid");
         assert_eq!(config.advertise, "10.0.0.2:4700");
         assert_eq!(config.data_dir, std::path::PathBuf::from("/tmp/m2"));

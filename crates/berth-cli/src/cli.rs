@@ -1,0 +1,296 @@
+//! The command line as clap sees it: every command, flag and its help text.
+//! Parsing only; what a command does lives in `commands`, and how flags
+//! become a service spec lives in `spec`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use berth_core::{
+    Autodestroy, EnvVar, FailureAction, PortMapping, RestartCondition, ServiceLink, Strategy, UpdateOrder,
+};
+use berth_manager::config::DEFAULT_LISTEN;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::output::OutputFormat;
+use crate::parse::{self, ScaleTarget};
+
+/// Where `manager init`/`join` keep their state when neither `--data-dir`
+/// nor `BERTH_DATA_DIR` says otherwise: beside the caller, so a laptop
+/// cluster needs no flags and leaves nothing outside the working folder.
+pub const DEFAULT_DATA_DIR: &str = "./.berth/manager";
+
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about = "Run a berth cluster and deploy services on it", propagate_version = true)]
+pub struct Cli {
+    /// Managers to reach, tried in turn until one answers; any manager will
+    /// do, writes are forwarded to the leader.
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_MANAGER",
+        value_name = "ADDR[,ADDR...]",
+        value_delimiter = ',',
+        default_value = DEFAULT_LISTEN
+    )]
+    pub manager: Vec<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+// Parsed once per process and moved, never stored in bulk: boxing the
+// large service flags would only add noise.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a manager, or remove one from the cluster.
+    #[command(subcommand)]
+    Manager(ManagerCommand),
+    /// Print the token that lets a manager or a worker join the cluster.
+    JoinToken(JoinTokenArgs),
+    /// Inspect the cluster itself.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Create, inspect, change and remove services.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ManagerCommand {
+    /// Start a new cluster with this process as its first manager (or resume
+    /// the manager whose state is in the data dir).
+    Init(ManagerRunArgs),
+    /// Run a manager that joins an existing cluster (or resume the manager
+    /// whose state is in the data dir).
+    Join(ManagerJoinArgs),
+    /// Remove a manager from the cluster by its id (see `berth cluster status`).
+    Rm {
+        /// The manager's Raft node id.
+        id: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ManagerJoinArgs {
+    /// Any manager of the cluster to join.
+    #[arg(long, value_name = "ADDR")]
+    pub peer: String,
+    /// A manager join token (`berth join-token manager` on a manager).
+    #[arg(long, env = "BERTH_JOIN_TOKEN", hide_env_values = true)]
+    pub token: String,
+    #[command(flatten)]
+    pub run: ManagerRunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ManagerRunArgs {
+    /// Where this manager keeps its Raft log and state.
+    #[arg(long, env = "BERTH_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Address to serve the API and manager-to-manager traffic on.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Address other managers and clients use to reach this one
+    /// [default: the --listen address].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// Raft heartbeat period [default: the manager's LAN-tuned value].
+    #[arg(long, value_name = "MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Lower bound of the randomised election timeout [default: the manager's].
+    #[arg(long, value_name = "MS")]
+    pub election_timeout_min_ms: Option<u64>,
+    /// Upper bound of the randomised election timeout [default: the manager's].
+    #[arg(long, value_name = "MS")]
+    pub election_timeout_max_ms: Option<u64>,
+    /// Snapshot and compact the log after this many entries [default: the manager's].
+    #[arg(long, value_name = "ENTRIES")]
+    pub snapshot_threshold: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinTokenArgs {
+    /// Which kind of node the token admits.
+    #[arg(value_enum)]
+    pub role: TokenRoleArg,
+    /// Print only the token.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenRoleArg {
+    Manager,
+    Worker,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Managers, leader, term and log indexes, as the answering manager sees them.
+    Status {
+        #[arg(long, short, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Create a service; prints its id.
+    Create(CreateArgs),
+    /// List services.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long, short, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Show one service's spec and version.
+    Inspect {
+        name: String,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Change some of a service's settings; the others keep their values.
+    Update(UpdateArgs),
+    /// Set the number of replicas of one or more services.
+    Scale {
+        /// NAME=REPLICAS, e.g. web=3.
+        #[arg(required = true, value_name = "NAME=REPLICAS", value_parser = parse::scale_target)]
+        targets: Vec<ScaleTarget>,
+    },
+    /// Remove one or more services and their tasks.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Service name: lowercase letters, digits, '-' and '_'.
+    pub name: String,
+    /// Container image, e.g. nginx:1.27.
+    #[arg(long)]
+    pub image: String,
+    #[command(flatten)]
+    pub flags: ServiceFlags,
+    /// Command and arguments replacing the image's CMD, after `--`.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    pub name: String,
+    /// New container image.
+    #[arg(long)]
+    pub image: Option<String>,
+    #[command(flatten)]
+    pub flags: ServiceFlags,
+    #[command(flatten)]
+    pub removals: ServiceRemovals,
+    /// New command and arguments replacing the image's CMD, after `--`.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// Settings shared by `service create` and `service update`. Every one is
+/// optional so that `update` changes only what was given. Counts are `i64`
+/// so a negative value reaches the manager, which refuses it naming the field.
+#[derive(Debug, Default, Args)]
+pub struct ServiceFlags {
+    /// Number of tasks to run.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, conflicts_with = "every_node")]
+    pub replicas: Option<i64>,
+    /// Run one task on every eligible node (the every-node strategy).
+    #[arg(long)]
+    pub every_node: bool,
+    /// How tasks are spread over nodes.
+    #[arg(long, value_parser = parse::keyword::<Strategy>(Strategy::ALL))]
+    pub strategy: Option<Strategy>,
+    /// Run only on nodes carrying this tag (repeatable; all must match).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Environment variable (repeatable); replaces a variable of the same name.
+    #[arg(long, short = 'e', value_name = "NAME=VALUE")]
+    pub env: Vec<EnvVar>,
+    /// Publish a container port on every node running a task (repeatable);
+    /// replaces a mapping of the same host port and protocol.
+    #[arg(long, short = 'p', value_name = "HOST:CONTAINER[/tcp|udp]")]
+    pub publish: Vec<PortMapping>,
+    /// When a stopped task is replaced.
+    #[arg(long, value_parser = parse::keyword::<RestartCondition>(RestartCondition::ALL))]
+    pub restart: Option<RestartCondition>,
+    /// Give up restarting a task after this many attempts (0: never give up).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub restart_max: Option<i64>,
+    /// Remove finished tasks for good instead of replacing them.
+    #[arg(long, value_parser = parse::keyword::<Autodestroy>(Autodestroy::ALL))]
+    pub autodestroy: Option<Autodestroy>,
+    /// Health check command, run in the container through the shell; exit 0 is healthy.
+    #[arg(long, value_name = "CMD")]
+    pub health_cmd: Option<String>,
+    /// Time between health checks, e.g. 5s.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration_ms)]
+    pub health_interval: Option<i64>,
+    /// How long one health check may take, e.g. 3s.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration_ms)]
+    pub health_timeout: Option<i64>,
+    /// Failed checks in a row before a task counts as unhealthy.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub health_retries: Option<i64>,
+    /// Grace period after start during which failed checks do not count.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration_ms)]
+    pub health_start_period: Option<i64>,
+    /// CPUs reserved for and limiting each task, e.g. 0.5.
+    #[arg(long, value_name = "CPUS", allow_negative_numbers = true)]
+    pub cpus: Option<f64>,
+    /// Memory reserved for and limiting each task: bytes, or with a binary
+    /// suffix k, m or g (e.g. 512m).
+    #[arg(long, value_name = "BYTES", value_parser = parse::memory_bytes)]
+    pub memory: Option<i64>,
+    /// Reach another service by its name or ALIAS (repeatable); replaces a
+    /// link to the same service.
+    #[arg(long = "link", value_name = "SERVICE[:ALIAS]")]
+    pub links: Vec<ServiceLink>,
+    /// Tasks replaced at once during a rolling update (0: all at once).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub update_parallelism: Option<i64>,
+    /// Pause between batches of a rolling update, e.g. 10s.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration_ms)]
+    pub update_delay: Option<i64>,
+    /// Stop the old task before starting its replacement, or the reverse.
+    #[arg(long, value_parser = parse::keyword::<UpdateOrder>(UpdateOrder::ALL))]
+    pub update_order: Option<UpdateOrder>,
+    /// What a rolling update does when a new task fails.
+    #[arg(long, value_parser = parse::keyword::<FailureAction>(FailureAction::ALL))]
+    pub update_failure_action: Option<FailureAction>,
+    /// How long a new task is watched before it counts as updated, e.g. 5s.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration_ms)]
+    pub update_monitor: Option<i64>,
+}
+
+/// Removals only `service update` has. Removing something the service does
+/// not have is not an error, so repeating an update is harmless.
+#[derive(Debug, Default, Args)]
+pub struct ServiceRemovals {
+    /// Remove an environment variable by name (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub env_rm: Vec<String>,
+    /// Remove a published port by host port, on one protocol or both (repeatable).
+    #[arg(long, value_name = "HOST_PORT[/tcp|udp]", value_parser = parse::published_port)]
+    pub publish_rm: Vec<parse::PublishedPort>,
+    /// Remove a placement tag (repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub tag_rm: Vec<String>,
+    /// Remove a link by the linked service's name (repeatable).
+    #[arg(long, value_name = "SERVICE")]
+    pub link_rm: Vec<String>,
+    /// Remove the health check.
+    #[arg(
+        long,
+        conflicts_with_all = ["health_cmd", "health_interval", "health_timeout", "health_retries", "health_start_period"]
+    )]
+    pub health_rm: bool,
+}

@@ -1,0 +1,31 @@
+//! One module per command group. Rendering goes through `output`; the
+//! calls to the cluster sit in functions that return data, so the logic
+//! (retries, read-modify-write) is tested against a fake cluster without
+//! capturing stdout.
+
+pub mod cluster;
+pub mod manager;
+pub mod service;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+use crate::client::Client;
+
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Manager(command) => manager::run(command, &cli.manager).await,
+        Command::JoinToken(args) => {
+            let mut client = Client::new(&cli.manager)?;
+            cluster::join_token(&mut client, &args).await
+        }
+        Command::Cluster(command) => {
+            let mut client = Client::new(&cli.manager)?;
+            cluster::run(&mut client, command).await
+        }
+        Command::Service(command) => {
+            let mut client = Client::new(&cli.manager)?;
+            service::run(&mut client, command).await
+        }
+    }
+}

@@ -1,0 +1,547 @@
+//! How results are shown: tables for people, JSON for scripts.
+//!
+//! The JSON is built by hand from the proto messages (prost types do not
+//! derive `Serialize`). Field names follow the proto's snake_case, times
+//! and durations keep their unit in the name (`_ms`), and keyword fields
+//! show the effective value (an empty strategy on the wire is shown as
+//! `emptiest-node`), so a script never has to know the wire defaults.
+
+use std::fmt::Display;
+use std::io::{self, Write};
+use std::str::FromStr;
+use std::time::{Duration, UNIX_EPOCH};
+
+use berth_core::{Autodestroy, FailureAction, RestartCondition, Strategy, UpdateOrder};
+use berth_proto::v1 as proto;
+use clap::ValueEnum;
+use comfy_table::{presets, Table};
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    #[default]
+    Table,
+    Json,
+}
+
+/// Writes `text` and a newline to stdout. A closed pipe (`berth service ls
+/// | head -1`) ends the output quietly instead of panicking as `println!`
+/// would.
+pub fn emit(text: impl Display) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// Renders a table without the trailing blanks comfy-table pads the last
+/// column with, so output can be pasted and diffed cleanly.
+pub fn render(table: &Table) -> String {
+    table.lines().map(|line| line.trim_end().to_string()).collect::<Vec<_>>().join("\n")
+}
+
+pub fn emit_json(value: &Value) -> io::Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(io::Error::other)?;
+    emit(text)
+}
+
+/// A borderless table in the style of `docker ps`.
+pub fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING).set_header(header.iter().copied());
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 3));
+    }
+    table
+}
+
+/// Two columns, a label and a value, for showing one object.
+fn details(rows: Vec<(&str, String)>) -> Table {
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING);
+    for (label, value) in rows {
+        table.add_row(vec![format!("{label}:"), value]);
+    }
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    table
+}
+
+/// The keyword the manager will act on: an empty wire value is the
+/// keyword's default. A value this CLI does not know (a newer manager) is
+/// shown as sent.
+fn keyword<T: FromStr + Display>(wire: &str) -> String {
+    wire.parse::<T>().map(|k| k.to_string()).unwrap_or_else(|_| wire.to_string())
+}
+
+fn protocol(wire: &str) -> &str {
+    if wire.is_empty() {
+        "tcp"
+    } else {
+        wire
+    }
+}
+
+/// `Some(n)` for a replicated service (an unset count means 1 on the wire),
+/// `None` for every-node.
+fn replicas(spec: &proto::ServiceSpec) -> Option<i64> {
+    if spec.every_node {
+        None
+    } else {
+        Some(spec.replicas.unwrap_or(1))
+    }
+}
+
+fn mode(spec: &proto::ServiceSpec) -> &'static str {
+    if spec.every_node {
+        "every-node"
+    } else {
+        "replicated"
+    }
+}
+
+pub fn service_json(service: &proto::Service) -> Value {
+    let spec = service.spec.clone().unwrap_or_default();
+    json!({
+        "id": service.id,
+        "name": service.name,
+        "version": service.version,
+        "created_at_ms": service.created_at_ms,
+        "updated_at_ms": service.updated_at_ms,
+        "spec": spec_json(&spec),
+    })
+}
+
+pub fn spec_json(spec: &proto::ServiceSpec) -> Value {
+    let env: serde_json::Map<String, Value> =
+        spec.env.iter().map(|v| (v.name.clone(), Value::from(v.value.clone()))).collect();
+    let labels: serde_json::Map<String, Value> =
+        spec.labels.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect();
+    json!({
+        "name": spec.name,
+        "image": spec.image,
+        "command": spec.command,
+        "entrypoint": spec.entrypoint,
+        "env": env,
+        "ports": spec.ports.iter().map(|p| json!({
+            "host_port": p.host_port,
+            "container_port": p.container_port,
+            "protocol": protocol(&p.protocol),
+        })).collect::<Vec<_>>(),
+        "mode": mode(spec),
+        "replicas": replicas(spec),
+        "strategy": keyword::<Strategy>(&spec.strategy),
+        "tags": spec.tags,
+        "restart": {
+            "condition": keyword::<RestartCondition>(&spec.restart),
+            "max_attempts": spec.restart_max_attempts,
+        },
+        "autodestroy": keyword::<Autodestroy>(&spec.autodestroy),
+        "health": spec.health.as_ref().map(|h| json!({
+            "command": h.command,
+            "interval_ms": h.interval_ms,
+            "timeout_ms": h.timeout_ms,
+            "retries": h.retries,
+            "start_period_ms": h.start_period_ms,
+        })),
+        "resources": {
+            "cpus": spec.cpus,
+            "memory_bytes": spec.memory_bytes,
+        },
+        "links": spec.links.iter().map(|l| json!({
+            "service": l.service,
+            "alias": if l.alias.is_empty() { &l.service } else { &l.alias },
+        })).collect::<Vec<_>>(),
+        "update": spec.update.as_ref().map(|u| json!({
+            "parallelism": u.parallelism,
+            "delay_ms": u.delay_ms,
+            "order": keyword::<UpdateOrder>(&u.order),
+            "failure_action": keyword::<FailureAction>(&u.failure_action),
+            "monitor_ms": u.monitor_ms,
+            "max_failure_ratio": u.max_failure_ratio,
+        })),
+        "labels": labels,
+        "sequential": spec.sequential,
+        "autoredeploy": spec.autoredeploy,
+    })
+}
+
+pub fn services_json(services: &[proto::Service]) -> Value {
+    Value::Array(services.iter().map(service_json).collect())
+}
+
+pub fn cluster_status_json(status: &proto::ClusterStatusReply) -> Value {
+    json!({
+        "cluster_id": status.cluster_id,
+        "answered_by": status.answered_by,
+        "leader_id": status.leader_id,
+        "leader_address": if status.leader_address.is_empty() {
+            Value::Null
+        } else {
+            Value::from(status.leader_address.clone())
+        },
+        "term": status.term,
+        "commit_index": status.commit_index,
+        "applied_index": status.applied_index,
+        "last_log_index": status.last_log_index,
+        "members": status.members.iter().map(|m| json!({
+            "id": m.id,
+            "address": m.address,
+            "role": member_role(m),
+            "voter": m.voter,
+            "reachable": m.reachable,
+            "leader": m.leader,
+            "matched_index": m.matched_index,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn member_role(member: &proto::ManagerMember) -> &'static str {
+    if member.voter {
+        "voter"
+    } else {
+        "learner"
+    }
+}
+
+fn yes_no(value: bool) -> &'static str {
+    if value {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// UTC, to the second; an unset (zero or negative) time shows as `-`.
+fn timestamp(ms: i64) -> String {
+    match u64::try_from(ms) {
+        Ok(ms) if ms > 0 => humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string(),
+        _ => "-".to_string(),
+    }
+}
+
+fn duration(ms: i64) -> String {
+    match u64::try_from(ms) {
+        Ok(ms) => humantime::format_duration(Duration::from_millis(ms)).to_string(),
+        Err(_) => format!("{ms}ms"),
+    }
+}
+
+/// Memory in the largest binary unit that divides it, as `--memory` takes it.
+fn memory(bytes: i64) -> String {
+    const UNITS: [(i64, &str); 3] = [(1 << 30, "g"), (1 << 20, "m"), (1 << 10, "k")];
+    if bytes == 0 {
+        return "unlimited".to_string();
+    }
+    UNITS
+        .iter()
+        .find(|(size, _)| bytes % size == 0)
+        .map(|(size, unit)| format!("{}{unit}", bytes / size))
+        .unwrap_or_else(|| bytes.to_string())
+}
+
+fn ports_text(spec: &proto::ServiceSpec) -> String {
+    spec.ports
+        .iter()
+        .map(|p| format!("{}:{}/{}", p.host_port, p.container_port, protocol(&p.protocol)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn mode_text(spec: &proto::ServiceSpec) -> String {
+    match replicas(spec) {
+        Some(n) => format!("replicated ({n})"),
+        None => "every-node".to_string(),
+    }
+}
+
+/// `-` for an empty cell in a list, so columns stay aligned for `awk`.
+fn or_dash(text: String) -> String {
+    if text.is_empty() {
+        "-".to_string()
+    } else {
+        text
+    }
+}
+
+/// `none` rather than an empty cell, so a column never looks missing.
+fn or_none(text: String) -> String {
+    if text.is_empty() {
+        "none".to_string()
+    } else {
+        text
+    }
+}
+
+pub fn services_table(services: &[proto::Service]) -> Table {
+    let mut table = table(&["NAME", "ID", "IMAGE", "MODE", "STRATEGY", "PORTS", "VERSION", "UPDATED"]);
+    for service in services {
+        let spec = service.spec.clone().unwrap_or_default();
+        table.add_row(vec![
+            service.name.clone(),
+            service.id.clone(),
+            spec.image.clone(),
+            mode_text(&spec),
+            keyword::<Strategy>(&spec.strategy),
+            or_dash(ports_text(&spec)),
+            service.version.to_string(),
+            timestamp(service.updated_at_ms),
+        ]);
+    }
+    table
+}
+
+pub fn service_details(service: &proto::Service) -> Table {
+    let spec = service.spec.clone().unwrap_or_default();
+    let env = spec.env.iter().map(|v| format!("{}={}", v.name, v.value)).collect::<Vec<_>>().join("\n");
+    let links = spec
+        .links
+        .iter()
+        .map(|l| if l.alias.is_empty() { l.service.clone() } else { format!("{} as {}", l.service, l.alias) })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let health = spec.health.as_ref().map_or_else(
+        || "none".to_string(),
+        |h| {
+            format!(
+                "{:?} every {}, timeout {}, {} retries, start period {}",
+                h.command,
+                duration(h.interval_ms),
+                duration(h.timeout_ms),
+                h.retries,
+                duration(h.start_period_ms)
+            )
+        },
+    );
+    let update = spec.update.as_ref().map_or_else(
+        || "default".to_string(),
+        |u| {
+            format!(
+                "{} at a time, {} apart, {}, on failure {}, monitor {}",
+                u.parallelism,
+                duration(u.delay_ms),
+                keyword::<UpdateOrder>(&u.order),
+                keyword::<FailureAction>(&u.failure_action),
+                duration(u.monitor_ms)
+            )
+        },
+    );
+    let restart = match spec.restart_max_attempts {
+        0 => keyword::<RestartCondition>(&spec.restart),
+        max => format!("{} (at most {max} attempts)", keyword::<RestartCondition>(&spec.restart)),
+    };
+    let cpus = if spec.cpus == 0.0 { "unlimited".to_string() } else { spec.cpus.to_string() };
+    let labels = {
+        let mut pairs: Vec<_> = spec.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        pairs.sort();
+        pairs.join(", ")
+    };
+    details(vec![
+        ("Name", service.name.clone()),
+        ("ID", service.id.clone()),
+        ("Version", service.version.to_string()),
+        ("Created", timestamp(service.created_at_ms)),
+        ("Updated", timestamp(service.updated_at_ms)),
+        ("Image", spec.image.clone()),
+        ("Command", or_none(shell_words(&spec.command))),
+        ("Entrypoint", or_none(shell_words(&spec.entrypoint))),
+        ("Mode", mode_text(&spec)),
+        ("Strategy", keyword::<Strategy>(&spec.strategy)),
+        ("Tags", or_none(spec.tags.join(", "))),
+        ("Env", or_none(env)),
+        ("Ports", or_none(ports_text(&spec))),
+        ("Restart", restart),
+        ("Autodestroy", keyword::<Autodestroy>(&spec.autodestroy)),
+        ("Health", health),
+        ("CPUs", cpus),
+        ("Memory", memory(spec.memory_bytes)),
+        ("Links", or_none(links)),
+        ("Update", update),
+        ("Labels", or_none(labels)),
+        ("Sequential", yes_no(spec.sequential).to_string()),
+        ("Autoredeploy", yes_no(spec.autoredeploy).to_string()),
+    ])
+}
+
+/// Quotes the words that need it, so the shown command can be pasted back.
+fn shell_words(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c)) {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The cluster summary above the members table.
+pub fn cluster_summary(status: &proto::ClusterStatusReply) -> Table {
+    let leader = match status.leader_id {
+        Some(id) if status.leader_address.is_empty() => id.to_string(),
+        Some(id) => format!("{id} ({})", status.leader_address),
+        None => "none (no quorum, or an election is under way)".to_string(),
+    };
+    details(vec![
+        ("Cluster", status.cluster_id.clone()),
+        ("Leader", leader),
+        ("Term", status.term.to_string()),
+        ("Commit index", status.commit_index.to_string()),
+        ("Applied index", status.applied_index.to_string()),
+        ("Last log index", status.last_log_index.to_string()),
+        ("Answered by", status.answered_by.to_string()),
+    ])
+}
+
+pub fn members_table(status: &proto::ClusterStatusReply) -> Table {
+    let mut table = table(&["ID", "ADDRESS", "ROLE", "REACHABLE", "LEADER", "MATCHED INDEX"]);
+    for m in &status.members {
+        table.add_row(vec![
+            m.id.to_string(),
+            m.address.clone(),
+            member_role(m).to_string(),
+            yes_no(m.reachable).to_string(),
+            if m.leader { "*" } else { "" }.to_string(),
+            m.matched_index.map_or_else(|| "-".to_string(), |i| i.to_string()),
+        ]);
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service() -> proto::Service {
+        proto::Service {
+            id: "svc-1".into(),
+            name: "web".into(),
+            version: 7,
+            created_at_ms: 1_700_000_000_000,
+            updated_at_ms: 1_700_000_060_000,
+            spec: Some(proto::ServiceSpec {
+                name: "web".into(),
+                image: "nginx".into(),
+                env: vec![proto::EnvVar { name: "A".into(), value: "1".into() }],
+                ports: vec![proto::PortMapping { host_port: 80, container_port: 8080, protocol: String::new() }],
+                links: vec![proto::ServiceLink { service: "db".into(), alias: String::new() }],
+                memory_bytes: 512 << 20,
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn service_json_shows_effective_values() {
+        let json = service_json(&service());
+        assert_eq!(json["name"], "web");
+        assert_eq!(json["version"], 7);
+        let spec = &json["spec"];
+        assert_eq!(spec["mode"], "replicated");
+        assert_eq!(spec["replicas"], 1, "unset replicas means 1");
+        assert_eq!(spec["strategy"], "emptiest-node");
+        assert_eq!(spec["restart"]["condition"], "always");
+        assert_eq!(spec["autodestroy"], "off");
+        assert_eq!(spec["env"]["A"], "1");
+        assert_eq!(spec["ports"][0]["protocol"], "tcp");
+        assert_eq!(spec["links"][0]["alias"], "db", "an empty alias is the service name");
+        assert_eq!(spec["resources"]["memory_bytes"], 512 << 20);
+        assert_eq!(spec["health"], Value::Null);
+    }
+
+    #[test]
+    fn every_node_service_has_no_replica_count() {
+        let mut svc = service();
+        if let Some(spec) = svc.spec.as_mut() {
+            spec.every_node = true;
+            spec.strategy = "every-node".into();
+        }
+        let json = service_json(&svc);
+        assert_eq!(json["spec"]["mode"], "every-node");
+        assert_eq!(json["spec"]["replicas"], Value::Null);
+    }
+
+    #[test]
+    fn a_keyword_from_a_newer_manager_is_shown_as_sent() {
+        assert_eq!(keyword::<Strategy>("spread-by-moon"), "spread-by-moon");
+        assert_eq!(keyword::<Strategy>(""), "emptiest-node");
+    }
+
+    #[test]
+    fn cluster_status_json_is_complete() {
+        let status = proto::ClusterStatusReply {
+            cluster_id: "c1".into(),
+            answered_by: 2,
+            leader_id: Some(1),
+            leader_address: "10.0.0.1:4700".into(),
+            term: 3,
+            commit_index: 40,
+            applied_index: 39,
+            last_log_index: 41,
+            members: vec![
+                proto::ManagerMember {
+                    id: 1,
+                    address: "10.0.0.1:4700".into(),
+                    voter: true,
+                    reachable: true,
+                    leader: true,
+                    matched_index: Some(41),
+                },
+                proto::ManagerMember {
+                    id: 2,
+                    address: "10.0.0.2:4700".into(),
+                    voter: false,
+                    reachable: false,
+                    leader: false,
+                    matched_index: None,
+                },
+            ],
+        };
+        let json = cluster_status_json(&status);
+        assert_eq!(json["leader_id"], 1);
+        assert_eq!(json["term"], 3);
+        assert_eq!(json["applied_index"], 39);
+        assert_eq!(json["members"][0]["role"], "voter");
+        assert_eq!(json["members"][1]["role"], "learner");
+        assert_eq!(json["members"][1]["matched_index"], Value::Null);
+
+        let leaderless = proto::ClusterStatusReply { leader_id: None, leader_address: String::new(), ..status };
+        let json = cluster_status_json(&leaderless);
+        assert_eq!(json["leader_id"], Value::Null);
+        assert_eq!(json["leader_address"], Value::Null);
+    }
+
+    #[test]
+    fn tables_render_the_important_columns() {
+        let text = render(&services_table(&[service()]));
+        assert!(text.lines().all(|l| l == l.trim_end()), "trailing blanks:\n{text}");
+        assert!(text.contains("NAME"), "{text}");
+        assert!(text.contains("80:8080/tcp"), "{text}");
+        assert!(text.contains("replicated (1)"), "{text}");
+        let text = render(&service_details(&service()));
+        assert!(text.contains("Memory:"), "{text}");
+        assert!(text.contains("512m"), "{text}");
+        assert!(text.contains("db"), "{text}");
+    }
+
+    #[test]
+    fn memory_shows_the_largest_exact_unit() {
+        assert_eq!(memory(0), "unlimited");
+        assert_eq!(memory(512 << 20), "512m");
+        assert_eq!(memory(1 << 30), "1g");
+        assert_eq!(memory(3072), "3k");
+        assert_eq!(memory(1536), "1536");
+        assert_eq!(memory(1000), "1000");
+    }
+
+    #[test]
+    fn commands_are_quoted_for_the_shell() {
+        let words = ["nginx", "-g", "daemon off;", "it's"].map(String::from);
+        assert_eq!(shell_words(&words), r#"nginx -g 'daemon off;' 'it'\''s'"#);
+    }
+}

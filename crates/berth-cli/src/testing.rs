@@ -1,0 +1,309 @@
+//! An in-process fake of the `ClusterApi`, for testing the client's retries
+//! and the commands' read-modify-write loops against a real gRPC server.
+//! It keeps services in a map and checks versions, nothing more.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use berth_proto::v1 as proto;
+use berth_proto::v1::cluster_api_server::{ClusterApi, ClusterApiServer};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+
+#[derive(Default)]
+struct State {
+    /// Answers for the next calls (any method), before normal service.
+    failures: VecDeque<Status>,
+    /// Updates to refuse as stale, each after bumping the version as a
+    /// concurrent writer would.
+    concurrent_writes: u32,
+    services: BTreeMap<String, proto::Service>,
+    last_index: u64,
+    create_requests: Vec<proto::CreateServiceRequest>,
+    update_requests: Vec<proto::UpdateServiceRequest>,
+    scale_requests: Vec<proto::ScaleServiceRequest>,
+}
+
+#[derive(Clone, Default)]
+struct Fake(Arc<Mutex<State>>);
+
+impl Fake {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic in another test thread poisons only that test's fake.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn take_failure(&self) -> Result<(), Status> {
+        match self.lock().failures.pop_front() {
+            Some(status) => Err(status),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A running fake; the server stops when this is dropped.
+pub struct FakeCluster {
+    fake: Fake,
+    address: String,
+    stop: CancellationToken,
+}
+
+impl Drop for FakeCluster {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl FakeCluster {
+    pub async fn start() -> Self {
+        let incoming =
+            TcpIncoming::bind("127.0.0.1:0".parse().expect("literal address")).expect("bind a loopback port");
+        let address = incoming.local_addr().expect("bound address").to_string();
+        let fake = Fake::default();
+        let stop = CancellationToken::new();
+        let server = tonic::transport::Server::builder()
+            .add_service(ClusterApiServer::new(fake.clone()))
+            .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+        tokio::spawn(server);
+        FakeCluster { fake, address, stop }
+    }
+
+    /// A loopback address nothing listens on.
+    pub async fn unused_address() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        let address = listener.local_addr().expect("bound address").to_string();
+        drop(listener);
+        address
+    }
+
+    pub fn address(&self) -> String {
+        self.address.clone()
+    }
+
+    pub fn fail_next(&self, statuses: impl IntoIterator<Item = Status>) {
+        self.fake.lock().failures.extend(statuses);
+    }
+
+    pub fn concurrent_writes(&self, count: u32) {
+        self.fake.lock().concurrent_writes = count;
+    }
+
+    pub fn insert(&self, spec: proto::ServiceSpec) -> proto::Service {
+        let mut state = self.fake.lock();
+        state.last_index += 1;
+        let service = proto::Service {
+            id: format!("id-{}", spec.name),
+            name: spec.name.clone(),
+            version: state.last_index,
+            created_at_ms: 1,
+            updated_at_ms: 1,
+            spec: Some(spec),
+        };
+        state.services.insert(service.name.clone(), service.clone());
+        service
+    }
+
+    pub fn service(&self, name: &str) -> Option<proto::Service> {
+        self.fake.lock().services.get(name).cloned()
+    }
+
+    pub fn create_requests(&self) -> Vec<proto::CreateServiceRequest> {
+        self.fake.lock().create_requests.clone()
+    }
+
+    pub fn update_requests(&self) -> Vec<proto::UpdateServiceRequest> {
+        self.fake.lock().update_requests.clone()
+    }
+
+    pub fn scale_requests(&self) -> Vec<proto::ScaleServiceRequest> {
+        self.fake.lock().scale_requests.clone()
+    }
+}
+
+fn not_found(name: &str) -> Status {
+    Status::not_found(format!("service '{name}' not found"))
+}
+
+#[tonic::async_trait]
+impl ClusterApi for Fake {
+    async fn create_service(
+        &self,
+        request: Request<proto::CreateServiceRequest>,
+    ) -> Result<Response<proto::ServiceReply>, Status> {
+        let request = request.into_inner();
+        self.lock().create_requests.push(request.clone());
+        self.take_failure()?;
+        let spec = request.spec.unwrap_or_default();
+        let mut state = self.lock();
+        if state.services.contains_key(&spec.name) {
+            return Err(Status::already_exists(format!("service '{}' already exists", spec.name)));
+        }
+        state.last_index += 1;
+        let service = proto::Service {
+            id: format!("id-{}", spec.name),
+            name: spec.name.clone(),
+            version: state.last_index,
+            created_at_ms: 1,
+            updated_at_ms: 1,
+            spec: Some(spec),
+        };
+        state.services.insert(service.name.clone(), service.clone());
+        Ok(Response::new(proto::ServiceReply { service: Some(service), index: state.last_index }))
+    }
+
+    async fn update_service(
+        &self,
+        request: Request<proto::UpdateServiceRequest>,
+    ) -> Result<Response<proto::ServiceReply>, Status> {
+        let request = request.into_inner();
+        self.lock().update_requests.push(request.clone());
+        self.take_failure()?;
+        let mut state = self.lock();
+        if state.concurrent_writes > 0 {
+            state.concurrent_writes -= 1;
+            state.last_index += 1;
+            let index = state.last_index;
+            if let Some(service) = state.services.get_mut(&request.name) {
+                service.version = index;
+            }
+        }
+        let index = state.last_index + 1;
+        let service = state.services.get_mut(&request.name).ok_or_else(|| not_found(&request.name))?;
+        if service.version != request.expected_version {
+            return Err(Status::failed_precondition(format!(
+                "stale version: the update was based on version {}, the current version is {}",
+                request.expected_version, service.version
+            )));
+        }
+        service.spec = request.spec;
+        service.version = index;
+        let service = service.clone();
+        state.last_index = index;
+        Ok(Response::new(proto::ServiceReply { service: Some(service), index }))
+    }
+
+    async fn scale_service(
+        &self,
+        request: Request<proto::ScaleServiceRequest>,
+    ) -> Result<Response<proto::ServiceReply>, Status> {
+        let request = request.into_inner();
+        self.lock().scale_requests.push(request.clone());
+        self.take_failure()?;
+        if request.replicas < 0 {
+            return Err(Status::invalid_argument(format!("invalid replicas: {} is negative", request.replicas)));
+        }
+        let mut state = self.lock();
+        state.last_index += 1;
+        let index = state.last_index;
+        let service = state.services.get_mut(&request.name).ok_or_else(|| not_found(&request.name))?;
+        if let Some(spec) = service.spec.as_mut() {
+            spec.replicas = Some(request.replicas);
+        }
+        service.version = index;
+        Ok(Response::new(proto::ServiceReply { service: Some(service.clone()), index }))
+    }
+
+    async fn remove_service(
+        &self,
+        request: Request<proto::RemoveServiceRequest>,
+    ) -> Result<Response<proto::RemoveServiceReply>, Status> {
+        self.take_failure()?;
+        let request = request.into_inner();
+        let mut state = self.lock();
+        let service = state.services.remove(&request.name).ok_or_else(|| not_found(&request.name))?;
+        state.last_index += 1;
+        Ok(Response::new(proto::RemoveServiceReply { id: service.id, index: state.last_index }))
+    }
+
+    async fn get_service(
+        &self,
+        request: Request<proto::GetServiceRequest>,
+    ) -> Result<Response<proto::ServiceReply>, Status> {
+        self.take_failure()?;
+        let name = request.into_inner().name;
+        let state = self.lock();
+        let service = state.services.get(&name).ok_or_else(|| not_found(&name))?;
+        Ok(Response::new(proto::ServiceReply { service: Some(service.clone()), index: state.last_index }))
+    }
+
+    async fn list_services(
+        &self,
+        _request: Request<proto::ListServicesRequest>,
+    ) -> Result<Response<proto::ListServicesReply>, Status> {
+        self.take_failure()?;
+        let state = self.lock();
+        Ok(Response::new(proto::ListServicesReply {
+            services: state.services.values().cloned().collect(),
+            index: state.last_index,
+        }))
+    }
+
+    async fn list_nodes(
+        &self,
+        _request: Request<proto::ListNodesRequest>,
+    ) -> Result<Response<proto::ListNodesReply>, Status> {
+        Err(Status::unimplemented("list_nodes"))
+    }
+
+    async fn get_node(&self, _request: Request<proto::GetNodeRequest>) -> Result<Response<proto::NodeReply>, Status> {
+        Err(Status::unimplemented("get_node"))
+    }
+
+    async fn update_node(
+        &self,
+        _request: Request<proto::UpdateNodeRequest>,
+    ) -> Result<Response<proto::NodeReply>, Status> {
+        Err(Status::unimplemented("update_node"))
+    }
+
+    async fn remove_node(
+        &self,
+        _request: Request<proto::RemoveNodeRequest>,
+    ) -> Result<Response<proto::RemoveNodeReply>, Status> {
+        Err(Status::unimplemented("remove_node"))
+    }
+
+    async fn list_tasks(
+        &self,
+        _request: Request<proto::ListTasksRequest>,
+    ) -> Result<Response<proto::ListTasksReply>, Status> {
+        Err(Status::unimplemented("list_tasks"))
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: Request<proto::ClusterStatusRequest>,
+    ) -> Result<Response<proto::ClusterStatusReply>, Status> {
+        self.take_failure()?;
+        Err(Status::unimplemented("cluster_status"))
+    }
+
+    async fn get_join_token(
+        &self,
+        _request: Request<proto::GetJoinTokenRequest>,
+    ) -> Result<Response<proto::GetJoinTokenReply>, Status> {
+        self.take_failure()?;
+        Err(Status::unimplemented("get_join_token"))
+    }
+
+    async fn join_manager(
+        &self,
+        _request: Request<proto::JoinManagerRequest>,
+    ) -> Result<Response<proto::JoinManagerReply>, Status> {
+        Err(Status::unimplemented("join_manager"))
+    }
+
+    async fn remove_manager(
+        &self,
+        _request: Request<proto::RemoveManagerRequest>,
+    ) -> Result<Response<proto::RemoveManagerReply>, Status> {
+        Err(Status::unimplemented("remove_manager"))
+    }
+
+    type WatchStream = tonic::codegen::tokio_stream::Empty<Result<proto::WatchEvent, Status>>;
+
+    async fn watch(&self, _request: Request<proto::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("watch"))
+    }
+}
