@@ -1,0 +1,456 @@
+//! Pure translations between berth's runtime types and the Docker Engine
+//! API's: a [`ContainerSpec`] into a create request, an inspect answer into
+//! a [`ContainerInfo`], an engine event into a [`RuntimeEvent`]. No I/O, so
+//! every mapping is unit tested without an engine.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use berth_core::Health;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EventMessage, EventMessageTypeEnum,
+    HealthConfig, HealthStatusEnum, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+
+use crate::runtime::{
+    ContainerInfo, ContainerSpec, RuntimeError, RuntimeEvent, LABEL_NODE, LABEL_SERVICE, LABEL_SLOT, LABEL_TASK,
+};
+
+const NANOS_PER_MILLI: i64 = 1_000_000;
+/// Docker's `NanoCpus` is in billionths of a CPU, berth's in thousandths.
+const NANO_CPUS_PER_MILLICPU: i64 = 1_000_000;
+const NANOS_PER_SECOND: i64 = 1_000_000_000;
+
+/// The engine actions the event stream subscribes to.
+pub(super) const ACTION_START: &str = "start";
+pub(super) const ACTION_DIE: &str = "die";
+/// Docker spells this action `health_status: <status>`; the event filter
+/// matches on the part before the colon.
+pub(super) const ACTION_HEALTH_STATUS: &str = "health_status";
+pub(super) const ACTION_DESTROY: &str = "destroy";
+
+/// The create request for `spec`: berth's labels, a restart policy of "no"
+/// (berth replaces dead tasks itself), published ports bound on
+/// `publish_ip`, limits, and the health check run by the shell.
+pub(super) fn create_body(spec: &ContainerSpec, publish_ip: IpAddr) -> Result<ContainerCreateBody, RuntimeError> {
+    let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for port in &spec.ports {
+        let bindings = port_bindings
+            .entry(format!("{}/{}", port.container_port, port.protocol))
+            .or_insert_with(|| Some(Vec::new()));
+        if let Some(bindings) = bindings {
+            bindings.push(PortBinding {
+                host_ip: Some(publish_ip.to_string()),
+                host_port: Some(port.host_port.to_string()),
+            });
+        }
+    }
+    let mut exposed_ports: Vec<String> = port_bindings.keys().cloned().collect();
+    exposed_ports.sort();
+
+    let healthcheck = match &spec.health {
+        None => None,
+        Some(check) => Some(HealthConfig {
+            test: Some(vec!["CMD-SHELL".to_string(), check.command.clone()]),
+            interval: Some(millis_to_nanos("health.interval", check.interval_ms)?),
+            timeout: Some(millis_to_nanos("health.timeout", check.timeout_ms)?),
+            retries: Some(i64::from(check.retries)),
+            start_period: Some(millis_to_nanos("health.start_period", check.start_period_ms)?),
+            ..Default::default()
+        }),
+    };
+
+    let nano_cpus = scaled("cpus", spec.resources.millicpus, NANO_CPUS_PER_MILLICPU)?;
+    let memory = scaled("memory", spec.resources.memory_bytes, 1)?;
+
+    Ok(ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: non_empty(&spec.command),
+        entrypoint: non_empty(&spec.entrypoint),
+        env: Some(spec.env.iter().map(|var| format!("{}={}", var.name, var.value)).collect()),
+        labels: Some(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        exposed_ports: (!exposed_ports.is_empty()).then_some(exposed_ports),
+        healthcheck,
+        host_config: Some(HostConfig {
+            port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+            nano_cpus: (nano_cpus > 0).then_some(nano_cpus),
+            memory: (memory > 0).then_some(memory),
+            restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// What `list` reports about one inspected container; `None` for a
+/// container without berth's task and node labels.
+pub(super) fn container_info(inspect: &ContainerInspectResponse) -> Option<ContainerInfo> {
+    let labels = inspect.config.as_ref()?.labels.as_ref()?;
+    let state = inspect.state.as_ref();
+    let running = state.and_then(|s| s.running).unwrap_or(false);
+    let never_started = state.and_then(|s| s.status) == Some(ContainerStateStatusEnum::CREATED);
+    let exit_code = if running || never_started { None } else { state.and_then(|s| s.exit_code) };
+    let health = state.and_then(|s| s.health.as_ref()).and_then(|h| h.status).map_or(Health::None, health_from);
+    Some(ContainerInfo {
+        container_id: inspect.id.clone()?,
+        name: inspect.name.as_deref().map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default(),
+        task_id: labels.get(LABEL_TASK)?.clone(),
+        service_id: labels.get(LABEL_SERVICE).cloned().unwrap_or_default(),
+        slot: labels.get(LABEL_SLOT).and_then(|s| s.parse().ok()),
+        node_id: labels.get(LABEL_NODE)?.clone(),
+        running,
+        exit_code,
+        health,
+        image_id: inspect.image.clone().unwrap_or_default(),
+    })
+}
+
+/// The runtime event for one engine event; `None` for events berth does
+/// not act on, or about containers without a task label.
+pub(super) fn runtime_event(message: &EventMessage) -> Option<RuntimeEvent> {
+    if message.typ != Some(EventMessageTypeEnum::CONTAINER) {
+        return None;
+    }
+    let actor = message.actor.as_ref()?;
+    let attributes = actor.attributes.as_ref()?;
+    let task_id = attributes.get(LABEL_TASK)?.clone();
+    let container_id = actor.id.clone()?;
+    let action = message.action.as_deref()?;
+    let (verb, detail) = match action.split_once(':') {
+        Some((verb, detail)) => (verb, Some(detail.trim())),
+        None => (action, None),
+    };
+    match verb {
+        ACTION_START => Some(RuntimeEvent::Started { task_id, container_id }),
+        ACTION_DIE => Some(RuntimeEvent::Died {
+            task_id,
+            container_id,
+            exit_code: attributes.get("exitCode").and_then(|c| c.parse().ok()),
+        }),
+        ACTION_HEALTH_STATUS => {
+            // Newer engines may also carry the status as an attribute.
+            let status = detail.or_else(|| attributes.get("health_status").map(String::as_str))?;
+            let health = match status {
+                "healthy" => Health::Healthy,
+                "unhealthy" => Health::Unhealthy,
+                "starting" => Health::Starting,
+                _ => return None,
+            };
+            Some(RuntimeEvent::HealthChanged { task_id, container_id, health })
+        }
+        ACTION_DESTROY => Some(RuntimeEvent::Removed { task_id, container_id }),
+        _ => None,
+    }
+}
+
+/// The nanosecond timestamp of an engine event, if it carries one.
+pub(super) fn event_time_nanos(message: &EventMessage) -> Option<i64> {
+    message.time_nano.or_else(|| message.time.and_then(|s| s.checked_mul(NANOS_PER_SECOND)))
+}
+
+/// Docker's `since` argument for a Unix time in nanoseconds:
+/// `<seconds>.<nanoseconds>`.
+pub(super) fn since_argument(unix_nanos: i64) -> String {
+    format!("{}.{:09}", unix_nanos.div_euclid(NANOS_PER_SECOND), unix_nanos.rem_euclid(NANOS_PER_SECOND))
+}
+
+fn health_from(status: HealthStatusEnum) -> Health {
+    match status {
+        HealthStatusEnum::STARTING => Health::Starting,
+        HealthStatusEnum::HEALTHY => Health::Healthy,
+        HealthStatusEnum::UNHEALTHY => Health::Unhealthy,
+        HealthStatusEnum::NONE | HealthStatusEnum::EMPTY => Health::None,
+    }
+}
+
+fn non_empty(args: &[String]) -> Option<Vec<String>> {
+    (!args.is_empty()).then(|| args.to_vec())
+}
+
+fn millis_to_nanos(field: &'static str, millis: u64) -> Result<i64, RuntimeError> {
+    scaled(field, millis, NANOS_PER_MILLI)
+}
+
+/// `value * factor` as the engine's signed 64-bit integer.
+fn scaled(field: &'static str, value: u64, factor: i64) -> Result<i64, RuntimeError> {
+    i64::try_from(value).ok().and_then(|v| v.checked_mul(factor)).ok_or_else(|| RuntimeError::SpecRejected {
+        field,
+        reason: format!("{value} is too large for the Docker Engine"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::net::Ipv4Addr;
+
+    use berth_core::{EnvVar, HealthCheck, PortMapping, Protocol, Resources};
+    use bollard::models::{ContainerConfig, ContainerState, EventActor, HealthStatusEnum};
+
+    use super::*;
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            task_id: "task-1".into(),
+            service_id: "svc-1".into(),
+            service_name: "web".into(),
+            node_id: "node-1".into(),
+            slot: 2,
+            name: "berth-web.2.task-1".into(),
+            image: "berth-test/busybox:latest".into(),
+            command: vec![],
+            entrypoint: vec![],
+            env: vec![],
+            ports: vec![],
+            health: None,
+            resources: Resources::default(),
+            labels: BTreeMap::from([(LABEL_TASK.to_string(), "task-1".to_string())]),
+        }
+    }
+
+    fn any_ip() -> IpAddr {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    }
+
+    #[test]
+    fn plain_spec_keeps_image_defaults_and_never_restarts() {
+        let body = create_body(&spec(), any_ip()).expect("valid");
+        assert_eq!(body.image.as_deref(), Some("berth-test/busybox:latest"));
+        assert_eq!(body.cmd, None);
+        assert_eq!(body.entrypoint, None);
+        assert_eq!(body.healthcheck, None);
+        assert_eq!(body.exposed_ports, None);
+        let host = body.host_config.expect("host config");
+        assert_eq!(host.restart_policy.and_then(|p| p.name), Some(RestartPolicyNameEnum::NO));
+        assert_eq!(host.port_bindings, None);
+        assert_eq!(host.nano_cpus, None);
+        assert_eq!(host.memory, None);
+        assert_eq!(body.labels.and_then(|l| l.get(LABEL_TASK).cloned()), Some("task-1".to_string()));
+    }
+
+    #[test]
+    fn command_entrypoint_and_env_are_passed_through() {
+        let mut s = spec();
+        s.command = vec!["sleep".into(), "300".into()];
+        s.entrypoint = vec!["/bin/sh".into(), "-c".into()];
+        s.env = vec![EnvVar { name: "A".into(), value: "b=c".into() }];
+        let body = create_body(&s, any_ip()).expect("valid");
+        assert_eq!(body.cmd, Some(s.command.clone()));
+        assert_eq!(body.entrypoint, Some(s.entrypoint.clone()));
+        assert_eq!(body.env, Some(vec!["A=b=c".to_string()]));
+    }
+
+    #[test]
+    fn published_ports_bind_on_the_configured_address_grouped_by_container_port() {
+        let mut s = spec();
+        s.ports = vec![
+            PortMapping { host_port: 8080, container_port: 80, protocol: Protocol::Tcp },
+            PortMapping { host_port: 8081, container_port: 80, protocol: Protocol::Tcp },
+            PortMapping { host_port: 5353, container_port: 53, protocol: Protocol::Udp },
+        ];
+        let ip: IpAddr = "127.0.0.1".parse().expect("valid address");
+        let body = create_body(&s, ip).expect("valid");
+        assert_eq!(body.exposed_ports, Some(vec!["53/udp".to_string(), "80/tcp".to_string()]));
+        let bindings = body.host_config.and_then(|h| h.port_bindings).expect("bindings");
+        let bound = |key: &str| -> Vec<(String, String)> {
+            bindings[key]
+                .iter()
+                .flatten()
+                .map(|b| (b.host_ip.clone().unwrap_or_default(), b.host_port.clone().unwrap_or_default()))
+                .collect()
+        };
+        assert_eq!(
+            bound("80/tcp"),
+            vec![("127.0.0.1".to_string(), "8080".to_string()), ("127.0.0.1".to_string(), "8081".to_string())]
+        );
+        assert_eq!(bound("53/udp"), vec![("127.0.0.1".to_string(), "5353".to_string())]);
+    }
+
+    #[test]
+    fn resources_become_nano_cpus_and_memory() {
+        let mut s = spec();
+        s.resources = Resources { millicpus: 1_500, memory_bytes: 64 << 20 };
+        let host = create_body(&s, any_ip()).expect("valid").host_config.expect("host config");
+        assert_eq!(host.nano_cpus, Some(1_500_000_000));
+        assert_eq!(host.memory, Some(64 << 20));
+    }
+
+    #[test]
+    fn resources_too_large_for_docker_name_the_field() {
+        let mut s = spec();
+        s.resources.memory_bytes = u64::MAX;
+        assert!(matches!(create_body(&s, any_ip()), Err(RuntimeError::SpecRejected { field: "memory", .. })));
+        let mut s = spec();
+        s.resources.millicpus = u64::MAX / 2;
+        assert!(matches!(create_body(&s, any_ip()), Err(RuntimeError::SpecRejected { field: "cpus", .. })));
+    }
+
+    #[test]
+    fn health_check_runs_in_the_shell_with_nanosecond_durations() {
+        let mut s = spec();
+        s.health = Some(HealthCheck {
+            command: "wget -q -O- localhost:80 || exit 1".into(),
+            interval_ms: 200,
+            timeout_ms: 1_000,
+            retries: 2,
+            start_period_ms: 50,
+        });
+        let health = create_body(&s, any_ip()).expect("valid").healthcheck.expect("health config");
+        assert_eq!(health.test, Some(vec!["CMD-SHELL".to_string(), "wget -q -O- localhost:80 || exit 1".to_string()]));
+        assert_eq!(health.interval, Some(200_000_000));
+        assert_eq!(health.timeout, Some(1_000_000_000));
+        assert_eq!(health.retries, Some(2));
+        assert_eq!(health.start_period, Some(50_000_000));
+    }
+
+    fn event(action: &str, attributes: &[(&str, &str)]) -> EventMessage {
+        EventMessage {
+            typ: Some(EventMessageTypeEnum::CONTAINER),
+            action: Some(action.to_string()),
+            actor: Some(EventActor {
+                id: Some("c1".into()),
+                attributes: Some(attributes.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            }),
+            time: Some(1_700_000_000),
+            time_nano: Some(1_700_000_000_123_456_789),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn engine_events_translate_to_runtime_events() {
+        let task = (LABEL_TASK, "t1");
+        let cases = [
+            (event("start", &[task]), Some(RuntimeEvent::Started { task_id: "t1".into(), container_id: "c1".into() })),
+            (
+                event("die", &[task, ("exitCode", "137")]),
+                Some(RuntimeEvent::Died { task_id: "t1".into(), container_id: "c1".into(), exit_code: Some(137) }),
+            ),
+            (
+                event("die", &[task]),
+                Some(RuntimeEvent::Died { task_id: "t1".into(), container_id: "c1".into(), exit_code: None }),
+            ),
+            (
+                event("health_status: unhealthy", &[task]),
+                Some(RuntimeEvent::HealthChanged {
+                    task_id: "t1".into(),
+                    container_id: "c1".into(),
+                    health: Health::Unhealthy,
+                }),
+            ),
+            (
+                event("health_status: healthy", &[task]),
+                Some(RuntimeEvent::HealthChanged {
+                    task_id: "t1".into(),
+                    container_id: "c1".into(),
+                    health: Health::Healthy,
+                }),
+            ),
+            (
+                event("health_status", &[task, ("health_status", "healthy")]),
+                Some(RuntimeEvent::HealthChanged {
+                    task_id: "t1".into(),
+                    container_id: "c1".into(),
+                    health: Health::Healthy,
+                }),
+            ),
+            (
+                event("destroy", &[task]),
+                Some(RuntimeEvent::Removed { task_id: "t1".into(), container_id: "c1".into() }),
+            ),
+            (event("exec_start: /bin/sh -c true", &[task]), None),
+            (event("kill", &[task, ("signal", "9")]), None),
+            (event("die", &[("exitCode", "0")]), None),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(runtime_event(&message), expected, "{message:?}");
+        }
+    }
+
+    #[test]
+    fn events_of_other_object_types_are_ignored() {
+        let mut message = event("start", &[(LABEL_TASK, "t1")]);
+        message.typ = Some(EventMessageTypeEnum::NETWORK);
+        assert_eq!(runtime_event(&message), None);
+    }
+
+    #[test]
+    fn event_time_prefers_nanoseconds() {
+        let mut message = event("start", &[]);
+        assert_eq!(event_time_nanos(&message), Some(1_700_000_000_123_456_789));
+        message.time_nano = None;
+        assert_eq!(event_time_nanos(&message), Some(1_700_000_000_000_000_000));
+    }
+
+    #[test]
+    fn since_argument_is_seconds_dot_nanoseconds() {
+        assert_eq!(since_argument(1_700_000_000_000_000_042), "1700000000.000000042");
+    }
+
+    fn inspected(running: bool, status: ContainerStateStatusEnum) -> ContainerInspectResponse {
+        ContainerInspectResponse {
+            id: Some("c1".into()),
+            name: Some("/berth-web.2.task-1".into()),
+            image: Some("sha256:abc".into()),
+            state: Some(ContainerState {
+                status: Some(status),
+                running: Some(running),
+                exit_code: Some(if running { 0 } else { 137 }),
+                health: Some(bollard::models::Health { status: Some(HealthStatusEnum::HEALTHY), ..Default::default() }),
+                ..Default::default()
+            }),
+            config: Some(ContainerConfig {
+                labels: Some(HashMap::from([
+                    (LABEL_TASK.to_string(), "t1".to_string()),
+                    (LABEL_SERVICE.to_string(), "s1".to_string()),
+                    (LABEL_NODE.to_string(), "n1".to_string()),
+                    (LABEL_SLOT.to_string(), "2".to_string()),
+                ])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn inspected_running_container_has_no_exit_code() {
+        let info = container_info(&inspected(true, ContainerStateStatusEnum::RUNNING)).expect("berth container");
+        assert_eq!(
+            info,
+            ContainerInfo {
+                container_id: "c1".into(),
+                name: "berth-web.2.task-1".into(),
+                task_id: "t1".into(),
+                service_id: "s1".into(),
+                slot: Some(2),
+                node_id: "n1".into(),
+                running: true,
+                exit_code: None,
+                health: Health::Healthy,
+                image_id: "sha256:abc".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn inspected_exited_container_reports_its_exit_code() {
+        let info = container_info(&inspected(false, ContainerStateStatusEnum::EXITED)).expect("berth container");
+        assert!(!info.running);
+        assert_eq!(info.exit_code, Some(137));
+    }
+
+    #[test]
+    fn inspected_container_that_never_started_has_no_exit_code() {
+        let info = container_info(&inspected(false, ContainerStateStatusEnum::CREATED)).expect("berth container");
+        assert_eq!(info.exit_code, None);
+    }
+
+    #[test]
+    fn inspected_container_without_task_label_is_not_berths() {
+        let mut inspect = inspected(true, ContainerStateStatusEnum::RUNNING);
+        if let Some(labels) = inspect.config.as_mut().and_then(|c| c.labels.as_mut()) {
+            labels.remove(LABEL_TASK);
+        }
+        assert_eq!(container_info(&inspect), None);
+    }
+}

@@ -1,0 +1,138 @@
+//! The container runtime: what the agent needs from a container engine,
+//! behind one trait, with a Docker implementation and an in-memory one.
+//!
+//! Every container berth starts carries the labels below, and the runtime
+//! finds its containers by them alone: after an agent restart, `list`
+//! shows exactly what this node was running, and the agent adopts it
+//! instead of starting duplicates. The runtime never restarts a container
+//! itself (Docker's restart policy is "no"); replacing dead tasks is the
+//! orchestrator's decision.
+
+mod docker;
+mod error;
+mod memory;
+mod spec;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use berth_core::{Health, Resources};
+use futures::stream::BoxStream;
+
+pub use docker::{DockerRuntime, DockerRuntimeConfig};
+pub use error::RuntimeError;
+pub use memory::MemoryRuntime;
+pub use spec::ContainerSpec;
+
+/// Label holding the id of the task a container runs.
+pub const LABEL_TASK: &str = "berth.task";
+/// Label holding the id of the task's service.
+pub const LABEL_SERVICE: &str = "berth.service";
+/// Label holding the id of the node whose agent owns the container.
+pub const LABEL_NODE: &str = "berth.node";
+/// Label holding the task's slot number ("replica 3").
+pub const LABEL_SLOT: &str = "berth.slot";
+
+/// One container of this node, as the engine reports it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub container_id: String,
+    /// Without Docker's leading `/`.
+    pub name: String,
+    pub task_id: String,
+    pub service_id: String,
+    /// `None` when the slot label is missing or not a number.
+    pub slot: Option<u32>,
+    pub node_id: String,
+    pub running: bool,
+    /// Set once the container has exited; `None` while it runs or before it
+    /// ever started.
+    pub exit_code: Option<i64>,
+    pub health: Health,
+    /// The id (digest) of the image the container was created from.
+    pub image_id: String,
+}
+
+/// Something that happened to one of this node's containers, as the engine
+/// announced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeEvent {
+    Started {
+        task_id: String,
+        container_id: String,
+    },
+    /// The container's main process exited, for whatever reason (it ended,
+    /// crashed, was killed, or was stopped).
+    Died {
+        task_id: String,
+        container_id: String,
+        /// `None` when the engine did not say.
+        exit_code: Option<i64>,
+    },
+    /// The container's health check result changed. Docker announces only
+    /// changes; the initial `Starting` is not announced.
+    HealthChanged {
+        task_id: String,
+        container_id: String,
+        health: Health,
+    },
+    /// The container was removed (by berth or by someone else).
+    Removed {
+        task_id: String,
+        container_id: String,
+    },
+    /// The engine's event stream broke. The stream reconnects by itself and
+    /// asks the engine to replay what it missed, but the engine keeps only a
+    /// short history: the consumer should `list` again to be sure.
+    StreamInterrupted {
+        reason: String,
+    },
+}
+
+impl RuntimeEvent {
+    /// The task the event is about, if it is about one.
+    pub fn task_id(&self) -> Option<&str> {
+        match self {
+            RuntimeEvent::Started { task_id, .. }
+            | RuntimeEvent::Died { task_id, .. }
+            | RuntimeEvent::HealthChanged { task_id, .. }
+            | RuntimeEvent::Removed { task_id, .. } => Some(task_id),
+            RuntimeEvent::StreamInterrupted { .. } => None,
+        }
+    }
+}
+
+/// An endless stream of one node's container events. Dropping it ends the
+/// subscription.
+pub type RuntimeEventStream = BoxStream<'static, RuntimeEvent>;
+
+/// What the agent needs from a container engine. Object safe, so the agent
+/// can hold an `Arc<dyn Runtime>`.
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// Creates the container for `spec` and starts it; returns its id.
+    /// Never pulls: a missing image is [`RuntimeError::ImageNotFound`] and
+    /// leaves no container behind, and so does a container that fails to
+    /// start.
+    async fn create_and_start(&self, spec: &ContainerSpec) -> Result<String, RuntimeError>;
+
+    /// Asks the container to stop, and kills it once `grace` has passed.
+    /// Stopping a container that is not running succeeds.
+    async fn stop(&self, container_id: &str, grace: Duration) -> Result<(), RuntimeError>;
+
+    /// Removes the container, killing it first if it still runs. Removing a
+    /// container that is already gone succeeds.
+    async fn remove(&self, container_id: &str) -> Result<(), RuntimeError>;
+
+    /// Every berth container of `node_id`, running or not; containers of
+    /// other nodes sharing the engine are not listed.
+    async fn list(&self, node_id: &str) -> Result<Vec<ContainerInfo>, RuntimeError>;
+
+    /// Subscribes to the events of `node_id`'s containers, from the moment
+    /// of this call: an event that happens after `events` returns is
+    /// delivered even if the stream is first polled later.
+    fn events(&self, node_id: &str) -> RuntimeEventStream;
+
+    /// What the host offers in total.
+    async fn resources(&self) -> Result<Resources, RuntimeError>;
+}
