@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use berth_core::{
-    Autodestroy, EnvVar, FailureAction, PortMapping, RestartCondition, ServiceLink, Strategy, UpdateOrder,
+    Autodestroy, Availability, EnvVar, FailureAction, PortMapping, RestartCondition, ServiceLink, Strategy, UpdateOrder,
 };
 use berth_manager::config::DEFAULT_LISTEN;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -18,6 +18,16 @@ use crate::parse::{self, ScaleTarget};
 /// nor `BERTH_DATA_DIR` says otherwise: beside the caller, so a laptop
 /// cluster needs no flags and leaves nothing outside the working folder.
 pub const DEFAULT_DATA_DIR: &str = "./.berth/manager";
+/// Where `berth agent` keeps its state, beside the caller like the manager's.
+pub const DEFAULT_AGENT_DATA_DIR: &str = "./.berth/agent";
+/// Where `berth up` keeps its manager's state; running it again resumes.
+pub const DEFAULT_UP_DATA_DIR: &str = "./.berth/up";
+/// How long `service create`/`scale`/`update` wait for the tasks to run
+/// when `--timeout` is not given: long enough for a local image to start
+/// on a busy host, short enough that a stuck deployment is reported.
+pub const DEFAULT_PROGRESS_TIMEOUT: &str = "60s";
+/// The availabilities `node update --availability` accepts.
+pub const AVAILABILITIES: &[&str] = &["active", "pause", "drain"];
 
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, about = "Run a berth cluster and deploy services on it", propagate_version = true)]
@@ -54,6 +64,60 @@ pub enum Command {
     /// Create, inspect, change and remove services.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// List, inspect, drain and remove the worker nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Run an agent: join the cluster as a worker and run its tasks on the
+    /// local Docker engine.
+    Agent(AgentArgs),
+    /// One host, one command: a new (or resumed) single-manager cluster and
+    /// an agent on the local Docker engine, in this process.
+    Up(UpArgs),
+}
+
+/// How a worker node appears to the cluster; shared by `agent` and `up`.
+#[derive(Debug, Args)]
+pub struct NodeIdentityArgs {
+    /// The node's name in the cluster [default: this host's name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A tag for placement, e.g. ssd or zone:a (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// The Docker engine to run tasks on, e.g. unix:///var/run/docker.sock
+    /// or tcp://10.0.0.5:2375 [default: DOCKER_HOST, else the local socket].
+    #[arg(long, env = "DOCKER_HOST", value_name = "URL")]
+    pub docker_host: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The worker join token (`berth join-token worker` on a manager). The
+    /// managers to join are given with --manager (or BERTH_MANAGER).
+    #[arg(long, env = "BERTH_JOIN_TOKEN", hide_env_values = true)]
+    pub token: String,
+    #[command(flatten)]
+    pub node: NodeIdentityArgs,
+    /// Where the agent keeps its state (created if missing).
+    #[arg(long, default_value = DEFAULT_AGENT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Where the manager keeps its Raft log and state; an existing one is
+    /// resumed, with its services.
+    #[arg(long, default_value = DEFAULT_UP_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Address to serve the API on.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Address clients and other managers use to reach this one
+    /// [default: the --listen address].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    #[command(flatten)]
+    pub node: NodeIdentityArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,7 +200,8 @@ pub enum ClusterCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
-    /// Create a service; prints its id.
+    /// Create a service; prints its id, then shows its tasks starting until
+    /// all run (unless --detach).
     Create(CreateArgs),
     /// List services.
     #[command(alias = "list")]
@@ -150,13 +215,24 @@ pub enum ServiceCommand {
         #[arg(long, short, value_enum, default_value_t)]
         output: OutputFormat,
     },
+    /// List a service's tasks: where each runs, what it is meant to do and
+    /// what it does, newest first within a slot.
+    Ps {
+        name: String,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
     /// Change some of a service's settings; the others keep their values.
+    /// Waits until its tasks run, unless --detach.
     Update(UpdateArgs),
-    /// Set the number of replicas of one or more services.
+    /// Set the number of replicas of one or more services, and wait until
+    /// that many run (unless --detach).
     Scale {
         /// NAME=REPLICAS, e.g. web=3.
         #[arg(required = true, value_name = "NAME=REPLICAS", value_parser = parse::scale_target)]
         targets: Vec<ScaleTarget>,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Remove one or more services and their tasks.
     #[command(alias = "remove")]
@@ -175,6 +251,8 @@ pub struct CreateArgs {
     pub image: String,
     #[command(flatten)]
     pub flags: ServiceFlags,
+    #[command(flatten)]
+    pub wait: WaitArgs,
     /// Command and arguments replacing the image's CMD, after `--`.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -190,9 +268,63 @@ pub struct UpdateArgs {
     pub flags: ServiceFlags,
     #[command(flatten)]
     pub removals: ServiceRemovals,
+    #[command(flatten)]
+    pub wait: WaitArgs,
     /// New command and arguments replacing the image's CMD, after `--`.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// Whether and how long a service write waits for its tasks to run.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Return once the cluster accepted the change, without waiting for
+    /// the tasks to run.
+    #[arg(long, short)]
+    pub detach: bool,
+    /// Give up waiting for the tasks after this long, e.g. 2m (the change
+    /// itself stays).
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_PROGRESS_TIMEOUT, value_parser = parse::duration_ms)]
+    pub timeout: i64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List the worker nodes.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long, short, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Show one node, by name or id.
+    Inspect {
+        node: String,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Pause or drain a node, or change its tags.
+    Update(NodeUpdateArgs),
+    /// Remove a node from the cluster, by name or id.
+    #[command(alias = "remove")]
+    Rm { node: String },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(true)
+    .args(["availability", "tag_add", "tag_rm"])))]
+pub struct NodeUpdateArgs {
+    /// The node's name or id.
+    pub node: String,
+    /// active: takes new tasks; pause: keeps its tasks, takes no new ones;
+    /// drain: its tasks move to other nodes.
+    #[arg(long, value_parser = parse::keyword::<Availability>(AVAILABILITIES))]
+    pub availability: Option<Availability>,
+    /// Add a tag (repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub tag_add: Vec<String>,
+    /// Remove a tag (repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub tag_rm: Vec<String>,
 }
 
 /// Settings shared by `service create` and `service update`. Every one is
@@ -269,6 +401,22 @@ pub struct ServiceFlags {
     /// How long a new task is watched before it counts as updated, e.g. 5s.
     #[arg(long, value_name = "DURATION", value_parser = parse::duration_ms)]
     pub update_monitor: Option<i64>,
+    /// A label on the service and its containers (repeatable); replaces a
+    /// label of the same key.
+    #[arg(long = "label", short = 'l', value_name = "KEY=VALUE", value_parser = parse::label)]
+    pub labels: Vec<(String, String)>,
+    /// Replace the image's ENTRYPOINT with these words, split at blanks
+    /// (e.g. "/bin/sh -c"); an empty string restores the image's.
+    #[arg(long, value_name = "WORDS")]
+    pub entrypoint: Option<String>,
+    /// Start tasks one after another instead of all at once
+    /// (`--sequential=false` turns it off again).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub sequential: Option<bool>,
+    /// Redeploy the service when its image is updated
+    /// (`--autoredeploy=false` turns it off again).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub autoredeploy: Option<bool>,
 }
 
 /// Removals only `service update` has. Removing something the service does
@@ -287,6 +435,9 @@ pub struct ServiceRemovals {
     /// Remove a link by the linked service's name (repeatable).
     #[arg(long, value_name = "SERVICE")]
     pub link_rm: Vec<String>,
+    /// Remove a label by key (repeatable).
+    #[arg(long, value_name = "KEY")]
+    pub label_rm: Vec<String>,
     /// Remove the health check.
     #[arg(
         long,

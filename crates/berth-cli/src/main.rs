@@ -7,6 +7,7 @@ mod client;
 mod commands;
 mod output;
 mod parse;
+mod progress;
 mod spec;
 #[cfg(test)]
 mod testing;

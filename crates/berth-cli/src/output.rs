@@ -413,6 +413,202 @@ pub fn members_table(status: &proto::ClusterStatusReply) -> Table {
     table
 }
 
+/// Task and container ids are shown to this many characters in tables,
+/// as `docker ps` does; JSON has them whole.
+pub const SHORT_ID_CHARS: usize = 12;
+
+fn short_id(id: &str) -> String {
+    or_dash(id.chars().take(SHORT_ID_CHARS).collect())
+}
+
+/// Memory for people, in binary units to one decimal: `7.6GiB`, `512MiB`.
+pub fn human_bytes(bytes: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    const STEP: f64 = 1024.0;
+    if bytes <= 0 {
+        return "-".to_string();
+    }
+    // Precision is not the point here: a table cell shows one decimal.
+    #[allow(clippy::cast_precision_loss)]
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= STEP && unit + 1 < UNITS.len() {
+        value /= STEP;
+        unit += 1;
+    }
+    let text = if unit == 0 { format!("{bytes}") } else { format!("{value:.1}") };
+    format!("{}{}", text.strip_suffix(".0").unwrap_or(&text), UNITS[unit])
+}
+
+/// How long ago `since_ms` was, at `now_ms`, in the largest whole unit:
+/// `3s ago`, `5m ago`, `2h ago`, `3d ago`. Unset shows as `-`; a time
+/// ahead of this host's clock (skew between hosts) as `just now`.
+pub fn ago(since_ms: i64, now_ms: i64) -> String {
+    const SECOND_MS: i64 = 1_000;
+    const MINUTE_S: i64 = 60;
+    const HOUR_S: i64 = 60 * MINUTE_S;
+    const DAY_S: i64 = 24 * HOUR_S;
+    /// Up to two days, hours say more than "1d".
+    const HOURS_SHOWN_UP_TO_S: i64 = 2 * DAY_S;
+    if since_ms <= 0 {
+        return "-".to_string();
+    }
+    let seconds = (now_ms - since_ms) / SECOND_MS;
+    if seconds <= 0 {
+        return "just now".to_string();
+    }
+    let (count, unit) = if seconds < MINUTE_S {
+        (seconds, "s")
+    } else if seconds < HOUR_S {
+        (seconds / MINUTE_S, "m")
+    } else if seconds < HOURS_SHOWN_UP_TO_S {
+        (seconds / HOUR_S, "h")
+    } else {
+        (seconds / DAY_S, "d")
+    };
+    format!("{count}{unit} ago")
+}
+
+/// CPUs as the node reported them, without a needless `.0`.
+fn cpus_text(cpus: f64) -> String {
+    if cpus <= 0.0 {
+        "-".to_string()
+    } else {
+        let text = format!("{cpus:.2}");
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+pub fn node_json(node: &proto::Node) -> Value {
+    json!({
+        "id": node.id,
+        "name": node.name,
+        "role": NODE_ROLE,
+        "address": node.address,
+        "status": node.status,
+        "status_message": node.status_message,
+        "availability": node.availability,
+        "tags": node.tags,
+        "resources": {
+            "cpus": node.cpus,
+            "memory_bytes": node.memory_bytes,
+        },
+        "task_count": node.task_count,
+        "created_at_ms": node.created_at_ms,
+        "updated_at_ms": node.updated_at_ms,
+    })
+}
+
+/// Every node the API lists runs an agent; managers are listed by
+/// `berth cluster status`. Shown so a script need not know that.
+pub const NODE_ROLE: &str = "worker";
+
+pub fn nodes_json(nodes: &[proto::Node]) -> Value {
+    Value::Array(nodes.iter().map(node_json).collect())
+}
+
+pub fn nodes_table(nodes: &[proto::Node]) -> Table {
+    let mut table = table(&["NAME", "ID", "STATUS", "AVAILABILITY", "TAGS", "CPUS", "MEMORY", "TASKS"]);
+    for node in nodes {
+        table.add_row(vec![
+            node.name.clone(),
+            node.id.clone(),
+            node.status.clone(),
+            node.availability.clone(),
+            or_dash(node.tags.join(",")),
+            cpus_text(node.cpus),
+            human_bytes(node.memory_bytes),
+            node.task_count.to_string(),
+        ]);
+    }
+    table
+}
+
+pub fn node_details(node: &proto::Node) -> Table {
+    let status = if node.status_message.is_empty() {
+        node.status.clone()
+    } else {
+        format!("{} ({})", node.status, node.status_message)
+    };
+    details(vec![
+        ("Name", node.name.clone()),
+        ("ID", node.id.clone()),
+        ("Role", NODE_ROLE.to_string()),
+        ("Address", or_none(node.address.clone())),
+        ("Status", status),
+        ("Availability", node.availability.clone()),
+        ("Tags", or_none(node.tags.join(", "))),
+        ("CPUs", cpus_text(node.cpus)),
+        ("Memory", human_bytes(node.memory_bytes)),
+        ("Tasks", node.task_count.to_string()),
+        ("Created", timestamp(node.created_at_ms)),
+        ("Updated", timestamp(node.updated_at_ms)),
+    ])
+}
+
+pub fn task_json(task: &proto::Task) -> Value {
+    json!({
+        "id": task.id,
+        "service_id": task.service_id,
+        "service_name": task.service_name,
+        "service_version": task.service_version,
+        "slot": task.slot,
+        "node_id": if task.node_id.is_empty() { Value::Null } else { Value::from(task.node_id.clone()) },
+        "node_name": if task.node_name.is_empty() { Value::Null } else { Value::from(task.node_name.clone()) },
+        "desired_state": task.desired_state,
+        "state": task.state,
+        "health": if task.health.is_empty() { Value::Null } else { Value::from(task.health.clone()) },
+        "container_id": if task.container_id.is_empty() { Value::Null } else { Value::from(task.container_id.clone()) },
+        "exit_code": task.exit_code,
+        "message": task.message,
+        "attempt": task.attempt,
+        "created_at_ms": task.created_at_ms,
+        "state_since_ms": task.state_since_ms,
+    })
+}
+
+pub fn tasks_json(tasks: &[proto::Task]) -> Value {
+    Value::Array(tasks.iter().map(task_json).collect())
+}
+
+/// `service ps`: one row per task, newest first within a slot (as the
+/// manager sorts them); the older tasks of a slot are marked `\\_` as in
+/// `docker service ps`. A replicated service's rows start with the slot
+/// number; an every-node service's tasks have no slot, so its rows start
+/// with the node, the slot's name there.
+pub fn tasks_table(tasks: &[proto::Task], now_ms: i64) -> Table {
+    let every_node = !tasks.is_empty() && tasks.iter().all(|t| t.slot == 0);
+    let header: &[&str] = if every_node {
+        &["NODE", "TASK ID", "DESIRED", "STATE", "SINCE", "CONTAINER", "EXIT", "MESSAGE"]
+    } else {
+        &["SLOT", "TASK ID", "NODE", "DESIRED", "STATE", "SINCE", "CONTAINER", "EXIT", "MESSAGE"]
+    };
+    let mut table = table(header);
+    let mut previous_slot: Option<(u32, &str)> = None;
+    for task in tasks {
+        let slot_key = (task.slot, if task.slot == 0 { task.node_id.as_str() } else { "" });
+        let slot_name = if every_node { or_dash(task.node_name.clone()) } else { task.slot.to_string() };
+        let slot_cell = if previous_slot == Some(slot_key) { format!("\\_ {slot_name}") } else { slot_name };
+        previous_slot = Some(slot_key);
+        let state =
+            if task.health.is_empty() { task.state.clone() } else { format!("{} ({})", task.state, task.health) };
+        let mut row = vec![slot_cell, short_id(&task.id)];
+        if !every_node {
+            row.push(or_dash(task.node_name.clone()));
+        }
+        row.extend([
+            task.desired_state.clone(),
+            state,
+            ago(task.state_since_ms, now_ms),
+            short_id(&task.container_id),
+            task.exit_code.map_or_else(|| "-".to_string(), |code| code.to_string()),
+            or_dash(task.message.clone()),
+        ]);
+        table.add_row(row);
+    }
+    table
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -537,6 +733,125 @@ mod tests {
         assert_eq!(memory(3072), "3k");
         assert_eq!(memory(1536), "1536");
         assert_eq!(memory(1000), "1000");
+    }
+
+    fn node() -> proto::Node {
+        proto::Node {
+            id: "4f1c2a9be0d3c4b5a6978812".into(),
+            name: "node-1".into(),
+            address: "10.0.0.5".into(),
+            tags: vec!["ssd".into(), "zone:a".into()],
+            cpus: 8.0,
+            memory_bytes: 8_160_000_000,
+            availability: "active".into(),
+            status: "ready".into(),
+            status_message: String::new(),
+            task_count: 3,
+            created_at_ms: 1_700_000_000_000,
+            updated_at_ms: 1_700_000_060_000,
+        }
+    }
+
+    fn task(slot: u32, created: i64, state: &str) -> proto::Task {
+        proto::Task {
+            id: format!("0123456789abcdef{slot}{created}"),
+            service_id: "svc-1".into(),
+            service_name: "web".into(),
+            slot,
+            node_id: "4f1c2a9be0d3c4b5a6978812".into(),
+            node_name: "node-1".into(),
+            desired_state: "running".into(),
+            state: state.into(),
+            created_at_ms: created,
+            state_since_ms: created,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn memory_for_people_uses_binary_units() {
+        assert_eq!(human_bytes(8_160_000_000), "7.6GiB");
+        assert_eq!(human_bytes(512 << 20), "512MiB");
+        assert_eq!(human_bytes(1536), "1.5KiB");
+        assert_eq!(human_bytes(100), "100B");
+        assert_eq!(human_bytes(0), "-");
+    }
+
+    #[test]
+    fn ages_use_the_largest_whole_unit() {
+        let now = 1_700_000_000_000;
+        assert_eq!(ago(now - 3_400, now), "3s ago");
+        assert_eq!(ago(now - 5 * 60_000 - 1, now), "5m ago");
+        assert_eq!(ago(now - 25 * 3_600_000, now), "25h ago");
+        assert_eq!(ago(now - 3 * 86_400_000, now), "3d ago");
+        assert_eq!(ago(now + 5_000, now), "just now");
+        assert_eq!(ago(0, now), "-");
+    }
+
+    #[test]
+    fn node_table_and_json_show_status_resources_and_tasks() {
+        let text = render(&nodes_table(&[node()]));
+        let lines: Vec<&str> = text.lines().collect();
+        let header: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(header, ["NAME", "ID", "STATUS", "AVAILABILITY", "TAGS", "CPUS", "MEMORY", "TASKS"]);
+        let row: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(row, ["node-1", "4f1c2a9be0d3c4b5a6978812", "ready", "active", "ssd,zone:a", "8", "7.6GiB", "3"]);
+
+        let json = node_json(&node());
+        assert_eq!(json["status"], "ready");
+        assert_eq!(json["role"], "worker");
+        assert_eq!(json["resources"]["memory_bytes"], 8_160_000_000_i64);
+        assert_eq!(json["task_count"], 3);
+        assert_eq!(json["tags"][1], "zone:a");
+
+        let down = proto::Node { status: "down".into(), status_message: "missed heartbeats".into(), ..node() };
+        let text = render(&node_details(&down));
+        assert!(text.contains("down (missed heartbeats)"), "{text}");
+    }
+
+    #[test]
+    fn task_table_marks_history_and_shortens_ids() {
+        let now = 10_000;
+        let mut running = task(1, 9_000, "running");
+        running.container_id = "c0ffee0123456789abcdef".into();
+        running.health = "healthy".into();
+        let mut failed = task(1, 2_000, "failed");
+        failed.exit_code = Some(137);
+        failed.message = "exit code 137".into();
+        let pending = proto::Task {
+            node_id: String::new(),
+            node_name: String::new(),
+            message: "no node satisfies tag ssd".into(),
+            ..task(2, 9_500, "pending")
+        };
+        let text = render(&tasks_table(&[running, failed, pending], now));
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("SLOT"), "{text}");
+        assert!(lines[1].starts_with("1 "), "{text}");
+        assert!(lines[1].contains("running (healthy)"), "{text}");
+        assert!(lines[1].contains("c0ffee012345 "), "container id cut to 12: {text}");
+        assert!(lines[1].contains("just now") || lines[1].contains("1s ago"), "{text}");
+        assert!(lines[2].starts_with("\\_ 1"), "{text}");
+        assert!(lines[2].contains("137"), "{text}");
+        assert!(lines[2].contains("8s ago"), "{text}");
+        assert!(lines[3].starts_with("2 "), "{text}");
+        assert!(lines[3].contains("no node satisfies tag ssd"), "{text}");
+    }
+
+    #[test]
+    fn every_node_tasks_are_listed_by_node() {
+        let mut on_a = task(0, 1, "running");
+        on_a.node_name = "a".into();
+        let text = render(&tasks_table(&[on_a.clone()], 2));
+        let header: Vec<&str> = text.lines().next().unwrap_or_default().split_whitespace().collect();
+        assert_eq!(header[..2], ["NODE", "TASK"], "{text}");
+        assert_eq!(header.iter().filter(|h| **h == "NODE").count(), 1, "no second node column: {text}");
+        assert!(text.lines().nth(1).is_some_and(|row| row.starts_with("a ")), "{text}");
+        let json = task_json(&on_a);
+        assert_eq!(json["slot"], 0);
+        assert_eq!(json["node_name"], "a");
+        assert_eq!(json["exit_code"], Value::Null);
+        assert_eq!(json["container_id"], Value::Null);
     }
 
     #[test]

@@ -66,6 +66,14 @@ pub fn scale_target(text: &str) -> Result<ScaleTarget, String> {
     Ok(ScaleTarget { name: name.to_string(), replicas })
 }
 
+/// A `--label KEY=VALUE` argument. The value may be empty or hold '='.
+pub fn label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("'{text}' is not KEY=VALUE, e.g. team=web")),
+    }
+}
+
 /// A `--publish-rm` argument: a host port, on one protocol or on both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublishedPort {
@@ -128,6 +136,16 @@ mod tests {
         assert_eq!(scale_target("web=-1").map(|t| t.replicas), Ok(-1));
         for text in ["web", "=3", "web=", "web=three"] {
             assert!(scale_target(text).is_err(), "{text:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn labels_need_a_key_and_keep_the_rest_as_value() {
+        assert_eq!(label("team=web"), Ok(("team".into(), "web".into())));
+        assert_eq!(label("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert_eq!(label("empty="), Ok(("empty".into(), String::new())));
+        for text in ["team", "=web", ""] {
+            assert!(label(text).is_err(), "{text:?} should be refused");
         }
     }
 

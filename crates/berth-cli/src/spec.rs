@@ -74,8 +74,13 @@ fn changes_anything(args: &UpdateArgs) -> bool {
         || f.update_delay.is_some()
         || f.update_order.is_some()
         || f.update_failure_action.is_some()
-        || f.update_monitor.is_some();
+        || f.update_monitor.is_some()
+        || !f.labels.is_empty()
+        || f.entrypoint.is_some()
+        || f.sequential.is_some()
+        || f.autoredeploy.is_some();
     let removal_given = !r.env_rm.is_empty()
+        || !r.label_rm.is_empty()
         || !r.publish_rm.is_empty()
         || !r.tag_rm.is_empty()
         || !r.link_rm.is_empty()
@@ -134,6 +139,18 @@ pub fn apply_flags(spec: &mut proto::ServiceSpec, f: &ServiceFlags) -> Result<()
         |l| l.service.clone(),
     );
     apply_update_config(spec, f);
+    for (key, value) in &f.labels {
+        spec.labels.insert(key.clone(), value.clone());
+    }
+    if let Some(entrypoint) = &f.entrypoint {
+        spec.entrypoint = entrypoint.split_whitespace().map(str::to_string).collect();
+    }
+    if let Some(sequential) = f.sequential {
+        spec.sequential = sequential;
+    }
+    if let Some(autoredeploy) = f.autoredeploy {
+        spec.autoredeploy = autoredeploy;
+    }
     Ok(())
 }
 
@@ -249,6 +266,7 @@ pub fn apply_removals(spec: &mut proto::ServiceSpec, r: &ServiceRemovals) {
     spec.env.retain(|v| !r.env_rm.contains(&v.name));
     spec.tags.retain(|t| !r.tag_rm.contains(t));
     spec.links.retain(|l| !r.link_rm.contains(&l.service));
+    spec.labels.retain(|key, _| !r.label_rm.contains(key));
     spec.ports.retain(|p| {
         !r.publish_rm.iter().any(|rm| {
             i64::from(rm.host_port) == p.host_port
@@ -614,5 +632,46 @@ mod tests {
         assert_eq!(spec.command, ["run", "--fast"]);
         let spec = update(&existing(), &["update", "web", "--cpus", "2"]).expect("ok");
         assert_eq!(spec.command, ["serve"]);
+    }
+
+    #[test]
+    fn labels_entrypoint_and_switches_reach_the_spec() {
+        let spec = create(&[
+            "create",
+            "web",
+            "--image",
+            "busybox",
+            "--label",
+            "team=web",
+            "-l",
+            "tier=front",
+            "--entrypoint",
+            "/bin/sh -c",
+            "--sequential",
+            "--autoredeploy",
+        ]);
+        assert_eq!(spec.labels.get("team").map(String::as_str), Some("web"));
+        assert_eq!(spec.labels.get("tier").map(String::as_str), Some("front"));
+        assert_eq!(spec.entrypoint, ["/bin/sh", "-c"]);
+        assert!(spec.sequential);
+        assert!(spec.autoredeploy);
+
+        let spec = update(
+            &spec,
+            &["update", "web", "--label-rm", "tier", "--label", "team=api", "--entrypoint", "", "--sequential=false"],
+        )
+        .expect("ok");
+        assert_eq!(spec.labels.len(), 1);
+        assert_eq!(spec.labels.get("team").map(String::as_str), Some("api"));
+        assert!(spec.entrypoint.is_empty(), "an empty --entrypoint restores the image's");
+        assert!(!spec.sequential);
+        assert!(spec.autoredeploy, "not given, so unchanged");
+    }
+
+    #[test]
+    fn a_switch_does_not_swallow_the_service_name() {
+        let spec = create(&["create", "--sequential", "web", "--image", "busybox"]);
+        assert_eq!(spec.name, "web");
+        assert!(spec.sequential);
     }
 }

@@ -1,6 +1,7 @@
 //! An in-process fake of the `ClusterApi`, for testing the client's retries
 //! and the commands' read-modify-write loops against a real gRPC server.
-//! It keeps services in a map and checks versions, nothing more.
+//! It keeps services in a map and checks versions, and answers task lists
+//! from a script of snapshots; nothing more (no watch, so followers poll).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,6 +24,9 @@ struct State {
     create_requests: Vec<proto::CreateServiceRequest>,
     update_requests: Vec<proto::UpdateServiceRequest>,
     scale_requests: Vec<proto::ScaleServiceRequest>,
+    /// Successive answers to `ListTasks`; the last one repeats.
+    task_script: VecDeque<Vec<proto::Task>>,
+    task_lists: usize,
 }
 
 #[derive(Clone, Default)]
@@ -118,6 +122,16 @@ impl FakeCluster {
 
     pub fn scale_requests(&self) -> Vec<proto::ScaleServiceRequest> {
         self.fake.lock().scale_requests.clone()
+    }
+
+    /// What `ListTasks` answers, one snapshot per call, the last repeating.
+    pub fn script_tasks(&self, snapshots: impl IntoIterator<Item = Vec<proto::Task>>) {
+        self.fake.lock().task_script = snapshots.into_iter().collect();
+    }
+
+    /// How many times the tasks were listed.
+    pub fn task_lists(&self) -> usize {
+        self.fake.lock().task_lists
     }
 }
 
@@ -266,9 +280,21 @@ impl ClusterApi for Fake {
 
     async fn list_tasks(
         &self,
-        _request: Request<proto::ListTasksRequest>,
+        request: Request<proto::ListTasksRequest>,
     ) -> Result<Response<proto::ListTasksReply>, Status> {
-        Err(Status::unimplemented("list_tasks"))
+        self.take_failure()?;
+        let name = request.into_inner().service;
+        let mut state = self.lock();
+        if !state.services.contains_key(&name) {
+            return Err(not_found(&name));
+        }
+        state.task_lists += 1;
+        let tasks = if state.task_script.len() > 1 {
+            state.task_script.pop_front().unwrap_or_default()
+        } else {
+            state.task_script.front().cloned().unwrap_or_default()
+        };
+        Ok(Response::new(proto::ListTasksReply { tasks, index: state.last_index }))
     }
 
     async fn cluster_status(

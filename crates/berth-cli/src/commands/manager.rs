@@ -1,24 +1,21 @@
 //! `berth manager init|join` run a manager in this process until Ctrl-C or
 //! SIGTERM; `berth manager rm` asks the cluster to drop one.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 
 use anyhow::{bail, Context, Result};
 use berth_manager::{Bootstrap, ManagerConfig, RaftTimings};
 use berth_proto::v1 as proto;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 use crate::cli::{ManagerCommand, ManagerRunArgs};
 use crate::client::Client;
+use crate::commands::process::{cancel_on_signal, init_logging};
 use crate::output;
 
-/// Log filter when RUST_LOG is unset.
-const DEFAULT_LOG_FILTER: &str = "info";
-/// Exit status after a second Ctrl-C cut a graceful shutdown short, as a
-/// shell reports a process killed by SIGINT (128 + 2).
-const INTERRUPTED_EXIT_CODE: i32 = 130;
+/// Log filter when RUST_LOG is unset: a manager's operator wants Raft's
+/// own account of elections and membership too.
+const MANAGER_LOG_FILTER: &str = "info";
 
 pub async fn run(command: ManagerCommand, managers: &[String]) -> Result<()> {
     match command {
@@ -67,7 +64,7 @@ pub fn manager_config(args: &ManagerRunArgs, bootstrap: Bootstrap) -> Result<Man
 }
 
 async fn serve(config: ManagerConfig) -> Result<()> {
-    init_logging()?;
+    init_logging(MANAGER_LOG_FILTER)?;
     let listen: SocketAddr = config.listen;
     tracing::info!(
         data_dir = %config.data_dir.display(),
@@ -78,58 +75,6 @@ async fn serve(config: ManagerConfig) -> Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     berth_manager::run(config, shutdown).await.context("manager stopped with an error")
-}
-
-/// Logs go to stderr so stdout stays free for anything a script reads.
-fn init_logging() -> Result<()> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(spec) => {
-            EnvFilter::try_new(&spec).with_context(|| format!("RUST_LOG={spec:?} is not a valid log filter"))?
-        }
-        Err(_) => EnvFilter::new(DEFAULT_LOG_FILTER),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only help a person at a terminal; in a log file
-        // they are noise.
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init()
-        .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
-}
-
-/// Cancels `shutdown` on the first Ctrl-C or SIGTERM, so the manager
-/// closes its store cleanly; a second Ctrl-C exits at once, for a shutdown
-/// that hangs.
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    wait_for_signal().await;
-    tracing::info!("shutting down (interrupt again to exit at once)");
-    shutdown.cancel();
-    if tokio::signal::ctrl_c().await.is_ok() {
-        std::process::exit(INTERRUPTED_EXIT_CODE);
-    }
-}
-
-#[cfg(unix)]
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(e) => {
-            tracing::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C stops the manager");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// The API has no request id for membership changes, so a retry after a

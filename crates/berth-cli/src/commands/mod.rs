@@ -3,9 +3,14 @@
 //! (retries, read-modify-write) is tested against a fake cluster without
 //! capturing stdout.
 
+pub mod agent;
 pub mod cluster;
+pub mod follow;
 pub mod manager;
+pub mod node;
+pub mod process;
 pub mod service;
+pub mod up;
 
 use anyhow::Result;
 
@@ -27,5 +32,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             let mut client = Client::new(&cli.manager)?;
             service::run(&mut client, command).await
         }
+        Command::Node(command) => {
+            let mut client = Client::new(&cli.manager)?;
+            node::run(&mut client, command).await
+        }
+        Command::Agent(args) => agent::run(args, &cli.manager).await,
+        Command::Up(args) => up::run(args).await,
     }
 }

@@ -1,18 +1,31 @@
-//! `berth service ...`: create, list, inspect, update, scale and remove.
+//! `berth service ...`: create, list, inspect, list tasks, update, scale
+//! and remove.
 //!
 //! The functions that talk to the cluster return the service they read or
 //! wrote; `run` renders. Each write builds its request once, with a fresh
-//! request id, and hands that same request to every retry.
+//! request id, and hands that same request to every retry. Unless
+//! `--detach`, a write is followed (`follow`) until its tasks run.
+
+use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use berth_proto::v1 as proto;
 use tonic::Code;
 
-use crate::cli::{CreateArgs, ServiceCommand, UpdateArgs};
+use crate::cli::{CreateArgs, ServiceCommand, UpdateArgs, WaitArgs};
 use crate::client::{new_request_id, ApiError, Client};
+use crate::commands::follow;
 use crate::output::{self, OutputFormat};
 use crate::parse::ScaleTarget;
 use crate::spec;
+
+/// A service as a write left it, and the Raft index of that write, from
+/// which its consequences (new tasks) can be followed.
+#[derive(Debug)]
+pub struct Written {
+    pub service: proto::Service,
+    pub index: u64,
+}
 
 /// Times `service update` re-reads the service and re-applies its flags
 /// after another writer changed it in between. More than a couple means
@@ -23,8 +36,9 @@ pub const MAX_STALE_UPDATE_RETRIES: u32 = 3;
 pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
     match command {
         ServiceCommand::Create(args) => {
-            let service = create(client, &args).await?;
-            output::emit(&service.id)?;
+            let written = create(client, &args).await?;
+            output::emit(&written.service.id)?;
+            wait_for_tasks(client, written, &args.wait).await?;
         }
         ServiceCommand::Ls { output } => {
             let services = list(client).await?;
@@ -40,24 +54,49 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
                 OutputFormat::Table => output::emit(output::render(&output::service_details(&service)))?,
             }
         }
-        ServiceCommand::Update(args) => {
-            let service = update(client, &args).await?;
-            output::emit(&service.name)?;
+        ServiceCommand::Ps { name, output } => {
+            let tasks = follow::list_tasks(client, &name).await?;
+            match output {
+                OutputFormat::Json => output::emit_json(&output::tasks_json(&tasks))?,
+                OutputFormat::Table => output::emit(output::render(&output::tasks_table(&tasks, follow::now_ms())))?,
+            }
         }
-        ServiceCommand::Scale { targets } => {
+        ServiceCommand::Update(args) => {
+            let written = update(client, &args).await?;
+            output::emit(&written.service.name)?;
+            wait_for_tasks(client, written, &args.wait).await?;
+        }
+        ServiceCommand::Scale { targets, wait } => {
             let total = targets.len();
             let mut failed = 0;
+            let mut scaled = Vec::new();
             for target in &targets {
                 match scale(client, target).await {
-                    Ok(_) => output::emit(format!("{} scaled to {}", target.name, target.replicas))?,
+                    Ok(written) => {
+                        output::emit(format!("{} scaled to {}", target.name, target.replicas))?;
+                        scaled.push(written);
+                    }
                     Err(e) => {
                         failed += 1;
                         eprintln!("error: {}: {e:#}", target.name);
                     }
                 }
             }
+            // All writes first, so the services converge together; then
+            // one progress display after another.
+            let mut stuck = 0;
+            for written in scaled {
+                // The error starts with the service's name already.
+                if let Err(e) = wait_for_tasks(client, written, &wait).await {
+                    stuck += 1;
+                    eprintln!("error: {e:#}");
+                }
+            }
             if failed > 0 {
                 return Err(anyhow!("{failed} of {total} services were not scaled"));
+            }
+            if stuck > 0 {
+                return Err(anyhow!("{stuck} of {total} services did not reach their replica count"));
             }
         }
         ServiceCommand::Rm { names } => {
@@ -80,13 +119,27 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
     Ok(())
 }
 
+/// Follows a write until its tasks run, unless `--detach`.
+async fn wait_for_tasks(client: &mut Client, written: Written, wait: &WaitArgs) -> Result<()> {
+    if wait.detach {
+        return Ok(());
+    }
+    let timeout = Duration::from_millis(u64::try_from(wait.timeout).unwrap_or(0));
+    follow::follow(client, written.service, written.index, timeout).await
+}
+
 /// The reply of every service write names the service; one without is a
 /// manager bug, reported rather than unwrapped.
 fn reply_service(reply: proto::ServiceReply) -> Result<proto::Service> {
     reply.service.context("the manager's reply carried no service (a manager bug; please report it)")
 }
 
-pub async fn create(client: &mut Client, args: &CreateArgs) -> Result<proto::Service> {
+fn written(reply: proto::ServiceReply) -> Result<Written> {
+    let index = reply.index;
+    Ok(Written { service: reply_service(reply)?, index })
+}
+
+pub async fn create(client: &mut Client, args: &CreateArgs) -> Result<Written> {
     let request = proto::CreateServiceRequest { request_id: new_request_id(), spec: Some(spec::create_spec(args)?) };
     let reply = client
         .call(|mut c| {
@@ -94,7 +147,7 @@ pub async fn create(client: &mut Client, args: &CreateArgs) -> Result<proto::Ser
             async move { c.create_service(request).await }
         })
         .await?;
-    reply_service(reply)
+    written(reply)
 }
 
 pub async fn list(client: &mut Client) -> Result<Vec<proto::Service>> {
@@ -127,7 +180,7 @@ async fn read(client: &mut Client, name: &str) -> Result<proto::ServiceReply, Ap
 /// Read, apply the flags, write with the version read. When another writer
 /// got in between (FAILED_PRECONDITION), start over from a fresh read, with
 /// a new request id: the cluster remembers the refused one's answer.
-pub async fn update(client: &mut Client, args: &UpdateArgs) -> Result<proto::Service> {
+pub async fn update(client: &mut Client, args: &UpdateArgs) -> Result<Written> {
     // Before any request, so a mistyped command costs no round trip.
     spec::ensure_changes(args)?;
     let mut stale_retries = 0;
@@ -147,7 +200,7 @@ pub async fn update(client: &mut Client, args: &UpdateArgs) -> Result<proto::Ser
             })
             .await;
         match result {
-            Ok(reply) => return reply_service(reply),
+            Ok(reply) => return written(reply),
             Err(e) if e.code() == Some(Code::FailedPrecondition) && stale_retries < MAX_STALE_UPDATE_RETRIES => {
                 stale_retries += 1;
             }
@@ -156,7 +209,7 @@ pub async fn update(client: &mut Client, args: &UpdateArgs) -> Result<proto::Ser
     }
 }
 
-pub async fn scale(client: &mut Client, target: &ScaleTarget) -> Result<proto::Service> {
+pub async fn scale(client: &mut Client, target: &ScaleTarget) -> Result<Written> {
     let request = proto::ScaleServiceRequest {
         request_id: new_request_id(),
         name: target.name.clone(),
@@ -168,7 +221,7 @@ pub async fn scale(client: &mut Client, target: &ScaleTarget) -> Result<proto::S
             async move { c.scale_service(request).await }
         })
         .await?;
-    reply_service(reply)
+    written(reply)
 }
 
 pub async fn remove(client: &mut Client, name: &str) -> Result<proto::RemoveServiceReply> {
@@ -219,7 +272,7 @@ mod tests {
         let sent = cluster.update_requests();
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].expected_version, before.version);
-        assert_eq!(after.spec.map(|s| s.image), Some("nginx:1.27".to_string()));
+        assert_eq!(after.service.spec.map(|s| s.image), Some("nginx:1.27".to_string()));
     }
 
     #[tokio::test]
