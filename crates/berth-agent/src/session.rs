@@ -156,6 +156,9 @@ async fn session(
     exec.drain_outbox();
 
     let ended = CancellationToken::new();
+    // The forwarder must stop with the session, also when the caller drops
+    // this future (shutdown), or it would hold the stream open.
+    let _stop_forwarder = ended.clone().drop_guard();
     let sender = tokio::spawn(
         forward_reports_and_heartbeats(exec.clone(), tx, Duration::from_millis(heartbeat_ms), ended.clone())
             .instrument(span.clone()),

@@ -155,17 +155,19 @@ impl ClusterApi for Api {
         request: Request<pb::ListServicesRequest>,
     ) -> Result<Response<pb::ListServicesReply>, Status> {
         self.read_barrier(request.into_inner().consistency).await?;
-        let (services, index) =
+        let (mut services, index): (Vec<pb::Service>, u64) =
             self.node.view.read(|state, index| (state.services().map(service_to_proto).collect(), index));
+        services.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Response::new(pb::ListServicesReply { services, index }))
     }
 
     async fn list_nodes(&self, request: Request<pb::ListNodesRequest>) -> Result<Response<pb::ListNodesReply>, Status> {
         self.read_barrier(request.into_inner().consistency).await?;
-        let (nodes, index) = self.node.view.read(|state, index| {
+        let (mut nodes, index): (Vec<pb::Node>, u64) = self.node.view.read(|state, index| {
             let nodes = state.nodes().map(|n| node_to_proto(n, live_task_count(state, &n.id))).collect();
             (nodes, index)
         });
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Response::new(pb::ListNodesReply { nodes, index }))
     }
 
