@@ -33,9 +33,11 @@ const BENCH_SERVICE: &str = "bench";
 const BENCH_IMAGE: &str = "busybox";
 /// The etcd key every etcd write overwrites, the counterpart of the service.
 const BENCH_KEY: &[u8] = b"/berth-bench/service/bench";
-/// Writes cycle the replica count through 0..REPLICA_CYCLE so consecutive
-/// writes differ, as real scale commands would.
-const REPLICA_CYCLE: u64 = 100;
+/// Every berth write scales the service to this count. Each is still a full
+/// Raft commit (the service's version moves), but with no tasks to create
+/// the benchmark measures the replicated write path, as etcd's puts do,
+/// rather than the orchestration work that real replicas would start.
+const BENCH_REPLICAS: i64 = 0;
 /// Pause between attempts to create the benchmark service.
 const PREPARE_RETRY_MS: u64 = 200;
 
@@ -118,12 +120,11 @@ impl Writer {
     /// One write, acknowledged only once committed by the cluster.
     pub async fn write(&mut self, seq: u64) -> Result<(), tonic::Status> {
         let request_id = uuid::Uuid::new_v4().to_string();
-        let replicas = seq % REPLICA_CYCLE;
         match &mut self.rpc {
             WriteRpc::Etcd(kv) => {
                 let request = PutRequest {
                     key: BENCH_KEY.to_vec(),
-                    value: format!("{request_id}:{replicas}").into_bytes(),
+                    value: format!("{request_id}:{seq}").into_bytes(),
                     ..Default::default()
                 };
                 bounded(self.timeout, kv.put(request)).await.map(drop)
@@ -132,8 +133,7 @@ impl Writer {
                 let request = ScaleServiceRequest {
                     request_id,
                     name: BENCH_SERVICE.to_string(),
-                    // REPLICA_CYCLE is far below i64::MAX.
-                    replicas: i64::try_from(replicas).unwrap_or(0),
+                    replicas: BENCH_REPLICAS,
                 };
                 bounded(self.timeout, api.scale_service(request)).await.map(drop)
             }

@@ -16,7 +16,7 @@ use crate::{
 
 /// How many request ids are remembered for deduplication. A client retries
 /// within seconds; this covers many minutes of writes at full speed.
-pub const MAX_REMEMBERED_REQUESTS: usize = 100_000;
+pub const MAX_REMEMBERED_REQUESTS: usize = 20_000;
 
 /// One client write as it travels through Raft.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,15 +178,40 @@ pub struct ClusterState {
     requests: RequestLog,
 }
 
-/// Responses to recent requests, keyed by request id, oldest evicted first.
+/// Outcomes of recent requests, keyed by request id, oldest evicted first.
+/// Only ids are kept, not copies of the objects: the log is in every
+/// snapshot, and a retry is answered with the object as it is now.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct RequestLog {
-    responses: BTreeMap<String, Response>,
+    responses: BTreeMap<String, Result<RememberedOutcome, CoreError>>,
     order: VecDeque<String>,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum RememberedOutcome {
+    Done,
+    ManagerId(u64),
+    Service { id: String },
+    ServiceRemoved { id: String },
+    Node { id: String },
+    NodeRemoved { id: String },
+}
+
+impl RememberedOutcome {
+    fn of(outcome: &Outcome) -> Self {
+        match outcome {
+            Outcome::Done => RememberedOutcome::Done,
+            Outcome::ManagerId(id) => RememberedOutcome::ManagerId(*id),
+            Outcome::Service(service) => RememberedOutcome::Service { id: service.id.clone() },
+            Outcome::ServiceRemoved { id } => RememberedOutcome::ServiceRemoved { id: id.clone() },
+            Outcome::Node(node) => RememberedOutcome::Node { id: node.id.clone() },
+            Outcome::NodeRemoved { id } => RememberedOutcome::NodeRemoved { id: id.clone() },
+        }
+    }
+}
+
 impl RequestLog {
-    fn get(&self, request_id: &str) -> Option<&Response> {
+    fn get(&self, request_id: &str) -> Option<&Result<RememberedOutcome, CoreError>> {
         self.responses.get(request_id)
     }
 
@@ -194,7 +219,8 @@ impl RequestLog {
         if request_id.is_empty() {
             return;
         }
-        self.responses.insert(request_id.to_string(), response.clone());
+        self.responses
+            .insert(request_id.to_string(), response.as_ref().map(RememberedOutcome::of).map_err(Clone::clone));
         self.order.push_back(request_id.to_string());
         while self.order.len() > MAX_REMEMBERED_REQUESTS {
             if let Some(old) = self.order.pop_front() {
@@ -243,8 +269,25 @@ impl ClusterState {
     }
 
     /// The response already given to `request_id`, if it was applied.
-    pub fn previous_response(&self, request_id: &str) -> Option<&Response> {
-        self.requests.get(request_id)
+    /// The response to `request_id` if it was applied before, with the
+    /// objects it names as they are now.
+    pub fn previous_response(&self, request_id: &str) -> Option<Response> {
+        let remembered = self.requests.get(request_id)?;
+        Some(match remembered {
+            Err(e) => Err(e.clone()),
+            Ok(RememberedOutcome::Done) => Ok(Outcome::Done),
+            Ok(RememberedOutcome::ManagerId(id)) => Ok(Outcome::ManagerId(*id)),
+            Ok(RememberedOutcome::Service { id }) => match self.services.get(id) {
+                Some(service) => Ok(Outcome::Service(Box::new(service.clone()))),
+                None => Ok(Outcome::ServiceRemoved { id: id.clone() }),
+            },
+            Ok(RememberedOutcome::ServiceRemoved { id }) => Ok(Outcome::ServiceRemoved { id: id.clone() }),
+            Ok(RememberedOutcome::Node { id }) => match self.nodes.get(id) {
+                Some(node) => Ok(Outcome::Node(Box::new(node.clone()))),
+                None => Ok(Outcome::NodeRemoved { id: id.clone() }),
+            },
+            Ok(RememberedOutcome::NodeRemoved { id }) => Ok(Outcome::NodeRemoved { id: id.clone() }),
+        })
     }
 
     pub fn services(&self) -> impl Iterator<Item = &Service> {
@@ -381,8 +424,8 @@ impl ClusterState {
     /// returns the first response again and changes nothing.
     pub fn apply(&mut self, index: u64, request: &Request) -> (Response, Vec<Change>) {
         self.applied_index = index;
-        if let Some(previous) = self.requests.get(&request.request_id) {
-            return (previous.clone(), Vec::new());
+        if let Some(previous) = self.previous_response(&request.request_id) {
+            return (previous, Vec::new());
         }
         let mut changes = Vec::new();
         let response = self.check(&request.command).map(|()| self.execute(index, request, &mut changes));

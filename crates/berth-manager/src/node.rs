@@ -121,7 +121,7 @@ impl ManagerNode {
     async fn propose_as_leader(&self, request: &Request, budget: Duration) -> Result<Response, ProposeFailure> {
         let precheck = self.view.read(|state, _| {
             if let Some(previous) = state.previous_response(&request.request_id) {
-                return Some(previous.clone());
+                return Some(previous);
             }
             state.check(&request.command).err().map(Err)
         });
