@@ -44,6 +44,12 @@ pub struct Cli {
     )]
     pub manager: Vec<String>,
 
+    /// Read from the manager that answers without confirming with the
+    /// leader: faster, but may miss the latest writes. Reads are
+    /// linearizable by default.
+    #[arg(long, global = true)]
+    pub local: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -187,6 +187,7 @@ impl Client {
     }
 
     /// Shortens the retry deadline, so tests of giving up run fast.
+
     #[cfg(test)]
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
@@ -308,6 +309,22 @@ impl Client {
                 Err(Failure::Retriable(Status::deadline_exceeded(format!("no answer within {}ms", limit.as_millis()))))
             }
         }
+    }
+}
+
+/// Set once from `--local`: how reads are served.
+static LOCAL_READS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+pub fn set_local_reads(local: bool) {
+    let _ = LOCAL_READS.set(local);
+}
+
+/// The read consistency every read request asks for.
+pub fn read_consistency() -> i32 {
+    if LOCAL_READS.get().copied().unwrap_or(false) {
+        berth_proto::v1::ReadConsistency::Local as i32
+    } else {
+        berth_proto::v1::ReadConsistency::Linearizable as i32
     }
 }
 

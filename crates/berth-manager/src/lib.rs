@@ -235,6 +235,11 @@ async fn grpc_server(
         .register_encoded_file_descriptor_set(berth_proto::v1::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("cannot build the reflection service")?;
+    // Older grpcurl releases only speak the v1alpha reflection protocol.
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(berth_proto::v1::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("cannot build the reflection service")?;
     let cluster_api =
         ClusterApiServer::new(api::Api { node: node.clone() }).max_decoding_message_size(api::MAX_REQUEST_BYTES);
     let raft_api = RaftServiceServer::new(raft_service::RaftGrpc { node })
@@ -244,6 +249,7 @@ async fn grpc_server(
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(cluster_api)
         .add_service(raft_api)
         .add_service(DispatcherServer::new(dispatcher_service).max_decoding_message_size(api::MAX_REQUEST_BYTES))

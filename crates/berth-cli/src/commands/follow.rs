@@ -175,10 +175,8 @@ async fn next_event(watch: &mut Option<Streaming<proto::WatchEvent>>) -> Option<
 /// The service's tasks as the leader knows them: a local read could lag
 /// behind the write being followed.
 pub async fn list_tasks(client: &mut Client, service: &str) -> Result<Vec<proto::Task>> {
-    let request = proto::ListTasksRequest {
-        service: service.to_string(),
-        consistency: proto::ReadConsistency::Linearizable as i32,
-    };
+    let request =
+        proto::ListTasksRequest { service: service.to_string(), consistency: crate::client::read_consistency() };
     let reply = client
         .call(|mut c| {
             let request = request.clone();

@@ -18,6 +18,7 @@ use crate::cli::{Cli, Command};
 use crate::client::Client;
 
 pub async fn run(cli: Cli) -> Result<()> {
+    crate::client::set_local_reads(cli.local);
     match cli.command {
         Command::Manager(command) => manager::run(command, &cli.manager).await,
         Command::JoinToken(args) => {

@@ -40,7 +40,7 @@ pub async fn run(client: &mut Client, command: NodeCommand) -> Result<()> {
 pub async fn list(client: &mut Client) -> Result<Vec<proto::Node>> {
     let reply = client
         .call(|mut c| async move {
-            c.list_nodes(proto::ListNodesRequest { consistency: proto::ReadConsistency::Linearizable as i32 }).await
+            c.list_nodes(proto::ListNodesRequest { consistency: crate::client::read_consistency() }).await
         })
         .await?;
     let mut nodes = reply.nodes;
@@ -49,8 +49,7 @@ pub async fn list(client: &mut Client) -> Result<Vec<proto::Node>> {
 }
 
 pub async fn get(client: &mut Client, node: &str) -> Result<proto::Node> {
-    let request =
-        proto::GetNodeRequest { node: node.to_string(), consistency: proto::ReadConsistency::Linearizable as i32 };
+    let request = proto::GetNodeRequest { node: node.to_string(), consistency: crate::client::read_consistency() };
     let reply = client
         .call(|mut c| {
             let request = request.clone();

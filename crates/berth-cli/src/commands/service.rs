@@ -153,8 +153,7 @@ pub async fn create(client: &mut Client, args: &CreateArgs) -> Result<Written> {
 pub async fn list(client: &mut Client) -> Result<Vec<proto::Service>> {
     let reply = client
         .call(|mut c| async move {
-            c.list_services(proto::ListServicesRequest { consistency: proto::ReadConsistency::Linearizable as i32 })
-                .await
+            c.list_services(proto::ListServicesRequest { consistency: crate::client::read_consistency() }).await
         })
         .await?;
     Ok(reply.services)
@@ -167,8 +166,7 @@ pub async fn get(client: &mut Client, name: &str) -> Result<proto::Service> {
 /// A linearizable read: `update` must start from the newest version or it
 /// is refused as stale anyway.
 async fn read(client: &mut Client, name: &str) -> Result<proto::ServiceReply, ApiError> {
-    let request =
-        proto::GetServiceRequest { name: name.to_string(), consistency: proto::ReadConsistency::Linearizable as i32 };
+    let request = proto::GetServiceRequest { name: name.to_string(), consistency: crate::client::read_consistency() };
     client
         .call(|mut c| {
             let request = request.clone();

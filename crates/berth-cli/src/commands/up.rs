@@ -213,7 +213,7 @@ async fn worker_token(address: &str) -> Result<String> {
 async fn node_ready(address: &str, name: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_millis(NODE_READY_DEADLINE_MS);
     loop {
-        let request = proto::ListNodesRequest { consistency: proto::ReadConsistency::Linearizable as i32 };
+        let request = proto::ListNodesRequest { consistency: crate::client::read_consistency() };
         let seen = match ask(address, |mut c| async move { c.list_nodes(request).await }).await {
             Ok(reply) => match reply.nodes.iter().find(|n| n.name == name) {
                 Some(node) if node.status == "ready" => return Ok(()),
