@@ -187,7 +187,6 @@ impl Client {
     }
 
     /// Shortens the retry deadline, so tests of giving up run fast.
-
     #[cfg(test)]
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
