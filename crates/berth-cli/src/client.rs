@@ -26,7 +26,7 @@ use tonic::{Code, Status};
 /// How long a command keeps retrying before it gives up. Long enough to
 /// ride out a leader election and a manager restart, short enough that a
 /// cluster that is really down is reported while the user still waits.
-pub const CLIENT_RETRY_DEADLINE_MS: u64 = 15_000;
+pub const CLIENT_RETRY_DEADLINE_MS: u64 = 6_000;
 /// First pause after every manager has been tried once; doubles each round.
 pub const RETRY_BACKOFF_FIRST_MS: u64 = 50;
 pub const RETRY_BACKOFF_MAX_MS: u64 = 500;
@@ -232,7 +232,12 @@ impl Client {
                     last_connect_error = format!("{address}: {detail}");
                 }
                 Err(Failure::Retriable(status)) => {
-                    last_answer = Some((address.clone(), status.message().to_string()));
+                    // A manager's own explanation ("no quorum ...") beats a
+                    // local "no answer in time" from a later, shorter try.
+                    let ours = status.code() == Code::DeadlineExceeded && last_answer.is_some();
+                    if !ours {
+                        last_answer = Some((address.clone(), status.message().to_string()));
+                    }
                 }
             }
             self.connected = None;
