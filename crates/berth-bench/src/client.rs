@@ -130,11 +130,8 @@ impl Writer {
                 bounded(self.timeout, kv.put(request)).await.map(drop)
             }
             WriteRpc::Berth(api) => {
-                let request = ScaleServiceRequest {
-                    request_id,
-                    name: BENCH_SERVICE.to_string(),
-                    replicas: BENCH_REPLICAS,
-                };
+                let request =
+                    ScaleServiceRequest { request_id, name: BENCH_SERVICE.to_string(), replicas: BENCH_REPLICAS };
                 bounded(self.timeout, api.scale_service(request)).await.map(drop)
             }
         }

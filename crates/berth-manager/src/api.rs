@@ -17,9 +17,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
-use berth_api::{node_to_proto, service_to_proto, spec_from_proto, task_to_proto};
 use crate::error::ManagerError;
 use crate::node::ManagerNode;
+use berth_api::{node_to_proto, service_to_proto, spec_from_proto, task_to_proto};
 
 /// A client request larger than this is refused before it is decoded.
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;

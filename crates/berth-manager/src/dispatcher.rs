@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use berth_api::{health_from_text, reported_state, spec_to_proto};
 use crate::node::ManagerNode;
+use berth_api::{health_from_text, reported_state, spec_to_proto};
 
 /// An agent that sends nothing for this long is considered gone.
 pub const DEFAULT_NODE_DOWN_GRACE_MS: u64 = 1_500;

@@ -56,10 +56,7 @@ pub struct SledStore {
 
 impl SledStore {
     pub fn open(dir: &Path) -> KvResult<Self> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+        let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open()?;
         let log = db.open_tree("raft-log")?;
         let meta = db.open_tree("raft-meta")?;
         Ok(SledStore { db, log, meta })
@@ -108,10 +105,7 @@ impl KvStore for SledStore {
     }
 
     fn scan(&self, space: Space, from: &[u8], to: &[u8]) -> KvResult<Vec<Vec<u8>>> {
-        self.tree(space)
-            .range(from..to)
-            .map(|item| Ok(item?.1.to_vec()))
-            .collect()
+        self.tree(space).range(from..to).map(|item| Ok(item?.1.to_vec())).collect()
     }
 
     fn last(&self, space: Space) -> KvResult<Option<Vec<u8>>> {

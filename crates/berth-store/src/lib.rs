@@ -52,11 +52,9 @@ pub enum StoreError {
 
 /// Opens (or creates) the log store and state machine kept under `dir`.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
-    let kv: Arc<dyn kv::KvStore> =
-        Arc::new(kv::SledStore::open(dir).map_err(|source| StoreError::Open {
-            path: dir.display().to_string(),
-            source,
-        })?);
+    let kv: Arc<dyn kv::KvStore> = Arc::new(
+        kv::SledStore::open(dir).map_err(|source| StoreError::Open { path: dir.display().to_string(), source })?,
+    );
     let log = LogStore::new(kv.clone());
     let sm = StateMachineStore::open(kv)?;
     Ok((log, sm))
@@ -73,9 +71,7 @@ mod suite {
     struct SledBuilder;
 
     impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledBuilder {
-        async fn build(
-            &self,
-        ) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
+        async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
             let dir = TempDir::new().map_err(|e| openraft::StorageIOError::write(&e))?;
             let (log, sm) = open(dir.path()).map_err(|e| openraft::StorageIOError::write(&e))?;
             Ok((dir, log, sm))

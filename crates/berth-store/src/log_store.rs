@@ -56,9 +56,7 @@ impl LogStore {
     /// Waits until every write issued so far is on disk.
     async fn sync(&self) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
-        self.flusher
-            .send(FlushWaiter::Sync(tx))
-            .map_err(|_| "log flusher stopped".to_string())?;
+        self.flusher.send(FlushWaiter::Sync(tx)).map_err(|_| "log flusher stopped".to_string())?;
         rx.await.map_err(|_| "log flusher stopped".to_string())?
     }
 
@@ -125,15 +123,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if start >= end {
             return Ok(Vec::new());
         }
-        let values = self
-            .kv
-            .scan(Space::Log, &index_key(start), &index_key(end))
-            .map_err(|e| StorageIOError::read_logs(&e))?;
+        let values =
+            self.kv.scan(Space::Log, &index_key(start), &index_key(end)).map_err(|e| StorageIOError::read_logs(&e))?;
         values
             .iter()
-            .map(|bytes| {
-                postcard::from_bytes(bytes).map_err(|e| StorageIOError::read_logs(&e).into())
-            })
+            .map(|bytes| postcard::from_bytes(bytes).map_err(|e| StorageIOError::read_logs(&e).into()))
             .collect()
     }
 }
@@ -142,13 +136,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
-        let last_purged_log_id: Option<LogId<NodeId>> = self
-            .read_meta(KEY_LAST_PURGED)
-            .map_err(|e| StorageIOError::read_logs(&e))?;
-        let last_entry = self
-            .kv
-            .last(Space::Log)
-            .map_err(|e| StorageIOError::read_logs(&e))?;
+        let last_purged_log_id: Option<LogId<NodeId>> =
+            self.read_meta(KEY_LAST_PURGED).map_err(|e| StorageIOError::read_logs(&e))?;
+        let last_entry = self.kv.last(Space::Log).map_err(|e| StorageIOError::read_logs(&e))?;
         let last_log_id = match last_entry {
             Some(bytes) => {
                 let entry: Entry<TypeConfig> =
@@ -157,10 +147,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             None => last_purged_log_id,
         };
-        Ok(LogState {
-            last_purged_log_id,
-            last_log_id,
-        })
+        Ok(LogState { last_purged_log_id, last_log_id })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -168,33 +155,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
-        self.write_meta(KEY_VOTE, vote)
-            .map_err(|e| StorageIOError::write_vote(&e))?;
+        self.write_meta(KEY_VOTE, vote).map_err(|e| StorageIOError::write_vote(&e))?;
         // A vote forgotten after a crash could let this node vote twice in one term.
-        self.sync()
-            .await
-            .map_err(|e| StorageIOError::write_vote(&KvError::msg(e)))?;
+        self.sync().await.map_err(|e| StorageIOError::write_vote(&KvError::msg(e)))?;
         Ok(())
     }
 
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
-        Ok(self
-            .read_meta(KEY_VOTE)
-            .map_err(|e| StorageIOError::read_vote(&e))?)
+        Ok(self.read_meta(KEY_VOTE).map_err(|e| StorageIOError::read_vote(&e))?)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
         // Not flushed on purpose: it only lets a restarted node re-apply
         // sooner; losing it is safe, the leader tells the commit index again.
-        self.write_meta(KEY_COMMITTED, &committed)
-            .map_err(|e| StorageIOError::write(&e))?;
+        self.write_meta(KEY_COMMITTED, &committed).map_err(|e| StorageIOError::write(&e))?;
         Ok(())
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
-        let committed: Option<Option<LogId<NodeId>>> = self
-            .read_meta(KEY_COMMITTED)
-            .map_err(|e| StorageIOError::read(&e))?;
+        let committed: Option<Option<LogId<NodeId>>> =
+            self.read_meta(KEY_COMMITTED).map_err(|e| StorageIOError::read(&e))?;
         Ok(committed.flatten())
     }
 
@@ -205,13 +185,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut pairs = Vec::new();
         for entry in entries {
-            let bytes =
-                postcard::to_allocvec(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
+            let bytes = postcard::to_allocvec(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
             pairs.push((index_key(entry.log_id.index).to_vec(), bytes));
         }
-        self.kv
-            .insert_all(Space::Log, pairs)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.kv.insert_all(Space::Log, pairs).map_err(|e| StorageIOError::write_logs(&e))?;
         self.flusher
             .send(FlushWaiter::Append(callback))
             .map_err(|_| StorageIOError::write_logs(&KvError::msg("log flusher stopped")))?;
@@ -219,23 +196,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        self.kv
-            .remove_range(Space::Log, &index_key(log_id.index), None)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.kv.remove_range(Space::Log, &index_key(log_id.index), None).map_err(|e| StorageIOError::write_logs(&e))?;
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         // Record the purge point first: if we crash midway, the log state
         // still reports a consistent last purged id.
-        self.write_meta(KEY_LAST_PURGED, &log_id)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.write_meta(KEY_LAST_PURGED, &log_id).map_err(|e| StorageIOError::write_logs(&e))?;
         self.kv
-            .remove_range(
-                Space::Log,
-                &index_key(0),
-                Some(&index_key(log_id.index.saturating_add(1))),
-            )
+            .remove_range(Space::Log, &index_key(0), Some(&index_key(log_id.index.saturating_add(1))))
             .map_err(|e| StorageIOError::write_logs(&e))?;
         Ok(())
     }

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use berth_core::{Change, ClusterState, Outcome, Response};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
-    StorageIOError, StoredMembership,
+    EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
+    StoredMembership,
 };
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
@@ -111,18 +111,16 @@ impl StateView {
             let oldest = retained.front().map(|(i, _)| *i);
             match oldest {
                 Some(oldest) if oldest <= from_index + 1 => {
-                    backlog.extend(retained.iter().filter(|(i, _)| *i > from_index).map(
-                        |(index, change)| WatchItem::Change {
-                            index: *index,
-                            change: change.clone(),
-                        },
-                    ));
+                    backlog.extend(
+                        retained
+                            .iter()
+                            .filter(|(i, _)| *i > from_index)
+                            .map(|(index, change)| WatchItem::Change { index: *index, change: change.clone() }),
+                    );
                 }
                 _ => backlog.push(WatchItem::Resync {
                     index: applied,
-                    reason: format!(
-                        "changes after index {from_index} are no longer retained by this manager"
-                    ),
+                    reason: format!("changes after index {from_index} are no longer retained by this manager"),
                 }),
             }
         }
@@ -148,16 +146,13 @@ impl StateMachineStore {
         });
         let sm = StateMachineStore { kv, shared };
         if let Some(stored) = sm.stored_snapshot()? {
-            sm.load(&stored)
-                .map_err(|e| StoreError::Corrupt(format!("snapshot does not decode: {e}")))?;
+            sm.load(&stored).map_err(|e| StoreError::Corrupt(format!("snapshot does not decode: {e}")))?;
         }
         Ok(sm)
     }
 
     pub fn view(&self) -> StateView {
-        StateView {
-            shared: self.shared.clone(),
-        }
+        StateView { shared: self.shared.clone() }
     }
 
     fn stored_snapshot(&self) -> Result<Option<StoredSnapshot>, StoreError> {
@@ -173,8 +168,7 @@ impl StateMachineStore {
     /// may purge the log entries it covers.
     async fn persist(&self, stored: &StoredSnapshot) -> StorageResult<()> {
         let signature = Some(stored.meta.signature());
-        let bytes = postcard::to_allocvec(stored)
-            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+        let bytes = postcard::to_allocvec(stored).map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
         self.kv
             .insert(Space::Meta, KEY_SNAPSHOT, &bytes)
             .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
@@ -200,10 +194,7 @@ impl StateMachineStore {
         }
         let mut retained = self.shared.retained.lock();
         retained.clear();
-        let _ = self.shared.changes.send(WatchItem::Resync {
-            index,
-            reason: "state replaced by a snapshot".into(),
-        });
+        let _ = self.shared.changes.send(WatchItem::Resync { index, reason: "state replaced by a snapshot".into() });
         self.shared.applied_index.send_replace(index);
         Ok(())
     }
@@ -213,8 +204,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
         let (meta, data) = {
             let state = self.shared.state.read();
-            let data = postcard::to_allocvec(&state.cluster)
-                .map_err(|e| StorageIOError::read_state_machine(&e))?;
+            let data = postcard::to_allocvec(&state.cluster).map_err(|e| StorageIOError::read_state_machine(&e))?;
             let snapshot_id = match state.last_applied {
                 Some(last) => format!("{}-{}-{}", last.leader_id, last.index, data.len()),
                 None => format!("empty-{}", data.len()),
@@ -226,24 +216,16 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             };
             (meta, data)
         };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
+        let stored = StoredSnapshot { meta: meta.clone(), data };
         self.persist(&stored).await?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
-        })
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = Self;
 
-    async fn applied_state(
-        &mut self,
-    ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, Node>)> {
+    async fn applied_state(&mut self) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, Node>)> {
         let state = self.shared.state.read();
         Ok((state.last_applied, state.membership.clone()))
     }
@@ -283,10 +265,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if !published.is_empty() {
             let mut retained = self.shared.retained.lock();
             for (index, change) in published {
-                let _ = self.shared.changes.send(WatchItem::Change {
-                    index,
-                    change: change.clone(),
-                });
+                let _ = self.shared.changes.send(WatchItem::Change { index, change: change.clone() });
                 retained.push_back((index, change));
             }
             while retained.len() > MAX_RETAINED_CHANGES {
@@ -312,22 +291,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta<NodeId, Node>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: snapshot.into_inner(),
-        };
-        self.load(&stored)
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let stored = StoredSnapshot { meta: meta.clone(), data: snapshot.into_inner() };
+        self.load(&stored).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         self.persist(&stored).await
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        let stored = self
-            .stored_snapshot()
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        Ok(stored.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
+        let stored = self.stored_snapshot().map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(stored.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
     }
 }
