@@ -3,15 +3,20 @@
 //! and log file, and hands tests what they need to break them: SIGKILL and
 //! restart from the same data dir and port, gRPC clients to any manager, the
 //! leader as every survivor sees it, and [`wait_until`], which waits for a
-//! condition with a deadline instead of sleeping. Dropping a [`Cluster`]
-//! kills every manager and prints the tail of each log; the test runner
-//! shows that output only when the test failed.
+//! condition with a deadline instead of sleeping. [`Cluster::start_agents`]
+//! adds `berth agent` processes ([`agent`]) that run tasks on the local
+//! Docker Engine ([`docker`]). Dropping a [`Cluster`] kills every agent and
+//! manager, removes the containers of its agents' nodes and prints the tail
+//! of each log; the test runner shows that output only when the test failed.
 //!
 //! Run with `cargo build -p berth-cli --bin berth && cargo nextest run -p
 //! cluster-tests`. Environment: `BERTH_BIN` picks the binary,
 //! `BERTH_TEST_SEED` replays a test's random choices, `BERTH_KEEP_TEST_DIRS`
-//! keeps data dirs and logs of passing tests too (a failed test always keeps
-//! them), and `RUST_LOG` is passed to the managers (default `info`).
+//! keeps data dirs and logs of passing tests too (a test that panicked or
+//! whose [`wait_until`] failed keeps them), `RUST_LOG` is passed to the managers and agents (default
+//! `info`), and `DOCKER_HOST` picks the engine. Without a Docker Engine the
+//! tests that need one print that they are skipped, except under
+//! `CI=true`, where they fail.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -21,18 +26,25 @@ use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
+pub mod agent;
+pub mod docker;
+pub mod workload;
+
+pub use agent::{Agent, AgentOpts};
 pub use berth_proto::v1 as proto;
+pub use docker::Engine;
 use proto::cluster_api_client::ClusterApiClient;
 use proto::{
-    ClusterStatusReply, ClusterStatusRequest, CreateServiceRequest, ListServicesRequest, ReadConsistency, Service,
-    ServiceSpec,
+    ClusterStatusReply, ClusterStatusRequest, CreateServiceRequest, ListNodesRequest, ListServicesRequest,
+    ListTasksRequest, Node, ReadConsistency, ScaleServiceRequest, Service, ServiceSpec, Task, UpdateNodeRequest,
 };
 
 /// A gRPC client of one manager's public API.
@@ -100,8 +112,11 @@ const BERTH_SOURCES: &[&str] = &[
     "proto",
     "crates/berth-proto",
     "crates/berth-core",
+    "crates/berth-api",
     "crates/berth-store",
+    "crates/berth-scheduler",
     "crates/berth-manager",
+    "crates/berth-agent",
     "crates/berth-cli",
 ];
 
@@ -231,6 +246,11 @@ impl fmt::Display for GiveUp {
 
 impl std::error::Error for GiveUp {}
 
+/// Set when a [`wait_until`] in this process failed. A test that returns
+/// that error drops its [`Cluster`] without panicking, so this is how the
+/// cluster knows to keep its files for the post-mortem.
+static WAIT_FAILED: AtomicBool = AtomicBool::new(false);
+
 /// Runs `attempt` until it returns `Ok`, at most until `deadline` has passed,
 /// and returns that value. An `Err` means "not yet, and here is why"; the
 /// last reason is in the error when the deadline passes. An error carrying
@@ -242,18 +262,27 @@ where
 {
     let started = Instant::now();
     let mut tries = 0u32;
+    // Kept so that an attempt cut short by the deadline does not hide why
+    // the ones before it failed.
+    let mut previous: Option<String> = None;
     loop {
         tries += 1;
         let remaining = deadline.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
         let error = match tokio::time::timeout(remaining, attempt()).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(error)) => error,
-            Err(_) => anyhow!("the attempt was still running at the deadline"),
+            Err(_) => match &previous {
+                Some(before) => anyhow!("the attempt was still running at the deadline; the one before: {before}"),
+                None => anyhow!("the attempt was still running at the deadline"),
+            },
         };
+        previous = Some(format!("{error:#}"));
         if error.downcast_ref::<GiveUp>().is_some() {
+            WAIT_FAILED.store(true, Ordering::Relaxed);
             return Err(error.context(format!("gave up waiting for {what}")));
         }
         if started.elapsed() >= deadline {
+            WAIT_FAILED.store(true, Ordering::Relaxed);
             return Err(error.context(format!("{what}: not true after {:?} ({tries} tries)", started.elapsed())));
         }
         tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
@@ -613,8 +642,10 @@ impl Drop for Manager {
 /// A running set of managers in one temporary folder.
 pub struct Cluster {
     managers: Vec<Manager>,
+    agents: Vec<Agent>,
     opts: ClusterOpts,
     manager_token: String,
+    worker_token: Option<String>,
     // Declared last: dropped after the managers have been killed.
     root: Option<tempfile::TempDir>,
 }
@@ -632,7 +663,14 @@ impl Cluster {
             .tempdir()
             .context("creating the cluster's temp dir")?;
         let first = Manager::new(root.path(), "m1", Role::Init, &opts)?;
-        let mut cluster = Cluster { managers: vec![first], opts, manager_token: String::new(), root: Some(root) };
+        let mut cluster = Cluster {
+            managers: vec![first],
+            agents: Vec::new(),
+            opts,
+            manager_token: String::new(),
+            worker_token: None,
+            root: Some(root),
+        };
         cluster.managers[0].start()?;
         cluster.wait_converged(1).await?;
         let addr = cluster.managers[0].addr().to_string();
@@ -836,6 +874,188 @@ impl Cluster {
     }
 }
 
+/// Agents, and reads and writes about nodes and tasks.
+impl Cluster {
+    /// The worker join token (`berth join-token worker -q`), fetched once.
+    pub async fn worker_token(&mut self) -> Result<String> {
+        if let Some(token) = &self.worker_token {
+            return Ok(token.clone());
+        }
+        let contact = self.any_serving()?.addr().to_string();
+        let token = join_token("worker", &contact).await?;
+        self.worker_token = Some(token.clone());
+        Ok(token)
+    }
+
+    /// Starts `n` agents, each told of every manager, and waits until the
+    /// cluster lists each of them as a ready node. `opts` is called with
+    /// the index each agent will have in [`Cluster::agents`]. Returns those
+    /// indexes.
+    pub async fn start_agents(
+        &mut self,
+        n: usize,
+        mut opts: impl FnMut(usize) -> AgentOpts,
+    ) -> Result<std::ops::Range<usize>> {
+        let token = self.worker_token().await?;
+        let managers: Vec<String> = self.managers.iter().map(|m| m.addr().to_string()).collect();
+        let started = self.agents.len()..self.agents.len() + n;
+        for i in started.clone() {
+            let agent_opts = opts(i);
+            if self.agents.iter().any(|a| a.name() == agent_opts.name) {
+                bail!("two agents named {}", agent_opts.name);
+            }
+            let mut agent = Agent::new(self.root_path(), agent_opts, managers.clone(), token.clone())?;
+            agent.start()?;
+            self.agents.push(agent);
+        }
+        for i in started.clone() {
+            self.wait_agent_ready(i, None).await?;
+        }
+        Ok(started)
+    }
+
+    /// Waits until agent `i`'s node is `ready` (and, with `after_ms`, was
+    /// registered again after that time) and records its node id.
+    async fn wait_agent_ready(&mut self, i: usize, after_ms: Option<i64>) -> Result<()> {
+        let name = self.agents[i].name().to_string();
+        let this = &*self;
+        let node = wait_until(&format!("agent {name} to be a ready node"), this.opts.ready_deadline, || async {
+            this.agents[i].check_alive()?;
+            let node = this.node(&name).await?;
+            if node.status != "ready" {
+                bail!("node {name} is {} ({})", node.status, node.status_message);
+            }
+            if let Some(after) = after_ms {
+                if node.updated_at_ms <= after {
+                    bail!("node {name} has not registered again since {after} ms");
+                }
+            }
+            Ok(node)
+        })
+        .await?;
+        if let Some(known) = &self.agents[i].node_id {
+            ensure!(*known == node.id, "agent {name} was node {known} and is now node {}", node.id);
+        }
+        self.agents[i].node_id = Some(node.id);
+        Ok(())
+    }
+
+    pub fn agent(&self, i: usize) -> &Agent {
+        &self.agents[i]
+    }
+
+    pub fn agents(&self) -> &[Agent] {
+        &self.agents
+    }
+
+    /// The index of the agent named `name`.
+    pub fn agent_index(&self, name: &str) -> Option<usize> {
+        self.agents.iter().position(|a| a.name() == name)
+    }
+
+    /// The node id of agent `i`, known once it was seen ready.
+    pub fn node_id(&self, i: usize) -> Result<&str> {
+        self.agents[i].node_id().with_context(|| format!("agent {} was never seen ready", self.agents[i].name()))
+    }
+
+    /// The name of the agent whose node id is `node_id`, or the id itself.
+    pub fn node_name<'a>(&'a self, node_id: &'a str) -> &'a str {
+        self.agents.iter().find(|a| a.node_id() == Some(node_id)).map_or(node_id, Agent::name)
+    }
+
+    /// SIGKILL agent `i`; its containers keep running.
+    pub fn kill_agent(&mut self, i: usize) -> Result<()> {
+        self.agents[i].kill()
+    }
+
+    /// Starts agent `i` again under the same name and waits until its node
+    /// has registered again and is ready, with the same node id.
+    pub async fn restart_agent(&mut self, i: usize) -> Result<()> {
+        let before = self.node(self.agents[i].name()).await?.updated_at_ms;
+        self.agents[i].restart()?;
+        self.wait_agent_ready(i, Some(before)).await
+    }
+
+    /// An error that [`wait_until`] does not retry if an agent that should
+    /// run has exited by itself.
+    pub fn check_agents_alive(&self) -> Result<()> {
+        self.agents.iter().try_for_each(Agent::check_alive)
+    }
+
+    /// Sends a read to the serving managers in turn and returns the first
+    /// answer; the error of the last one if none answers.
+    pub async fn read<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let mut last = None;
+        for i in self.running() {
+            let manager = &self.managers[i];
+            match call(lazy_client(manager.addr)?).await {
+                Ok(value) => return Ok(value),
+                Err(status) => last = Some(anyhow!("{what} on {}: {status}", manager.name)),
+            }
+        }
+        Err(last.unwrap_or_else(|| GiveUp(format!("no manager is running to answer {what}")).into()))
+    }
+
+    /// Every node, read linearizably.
+    pub async fn nodes(&self) -> Result<Vec<Node>> {
+        self.check_agents_alive()?;
+        let request = ListNodesRequest { consistency: ReadConsistency::Linearizable as i32 };
+        let reply = self.read("ListNodes", |mut client| async move { client.list_nodes(request).await }).await?;
+        Ok(reply.into_inner().nodes)
+    }
+
+    /// The node named `name`, read linearizably.
+    pub async fn node(&self, name: &str) -> Result<Node> {
+        let nodes = self.nodes().await?;
+        let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        let found = nodes.iter().find(|n| n.name == name).cloned();
+        found.with_context(|| format!("no node named {name} among {names:?}"))
+    }
+
+    /// Every task of `service` (by name), read linearizably.
+    pub async fn tasks(&self, service: &str) -> Result<Vec<Task>> {
+        self.check_agents_alive()?;
+        let request =
+            ListTasksRequest { service: service.to_string(), consistency: ReadConsistency::Linearizable as i32 };
+        let reply = self
+            .read(&format!("ListTasks {service}"), |mut client| {
+                let request = request.clone();
+                async move { client.list_tasks(request).await }
+            })
+            .await?;
+        Ok(reply.into_inner().tasks)
+    }
+
+    /// `UpdateNode` with [`Cluster::call_acked`].
+    pub async fn update_node_acked(&self, request: UpdateNodeRequest, deadline: Duration) -> Result<Node> {
+        let what = format!("UpdateNode {}", request.node);
+        let reply = self
+            .call_acked(&what, deadline, |mut client| {
+                let request = request.clone();
+                async move { client.update_node(request).await }
+            })
+            .await?;
+        reply.into_inner().node.context("UpdateNode replied without a node")
+    }
+
+    /// `ScaleService` with [`Cluster::call_acked`].
+    pub async fn scale_acked(&self, service: &str, replicas: i64, deadline: Duration) -> Result<Service> {
+        let request = ScaleServiceRequest { request_id: request_id(), name: service.to_string(), replicas };
+        let what = format!("ScaleService {service} to {replicas}");
+        let reply = self
+            .call_acked(&what, deadline, |mut client| {
+                let request = request.clone();
+                async move { client.scale_service(request).await }
+            })
+            .await?;
+        reply.into_inner().service.context("ScaleService replied without a service")
+    }
+}
+
 /// Whether a client should retry a write elsewhere: the manager could not
 /// commit it now (no quorum, leader change) or the connection broke.
 pub fn retryable(status: &tonic::Status) -> bool {
@@ -857,23 +1077,32 @@ pub async fn join_token(role: &str, manager: &str) -> Result<String> {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        // Kill everything before the logs are printed and the folder goes.
+        // Kill everything before the logs are printed and the folder goes;
+        // agents first, so that none reports on containers being removed.
+        for agent in &mut self.agents {
+            if agent.is_running() {
+                let _ = agent.kill();
+            }
+        }
         for manager in &mut self.managers {
             if manager.is_running() {
                 let _ = manager.kill();
             }
         }
-        let keep = std::thread::panicking() || std::env::var_os("BERTH_KEEP_TEST_DIRS").is_some();
+        docker::remove_node_containers_blocking(self.agents.iter().filter_map(|a| a.node_id.clone()).collect());
+        let keep = std::thread::panicking()
+            || WAIT_FAILED.load(Ordering::Relaxed)
+            || std::env::var_os("BERTH_KEEP_TEST_DIRS").is_some();
         let root = self.root.take();
-        // The managers print their log tails as they drop, after this.
+        // The managers and agents print their log tails as they drop, after this.
         if keep {
             if let Some(root) = root {
                 eprintln!("cluster files kept in {}", root.keep().display());
             }
         } else {
             // Logs are read before the folder is removed.
-            let managers = std::mem::take(&mut self.managers);
-            drop(managers);
+            drop(std::mem::take(&mut self.agents));
+            drop(std::mem::take(&mut self.managers));
             drop(root);
         }
     }

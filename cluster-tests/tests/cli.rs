@@ -25,7 +25,20 @@ async fn the_cli_creates_and_lists_services_while_a_listed_manager_is_down() -> 
     cluster.kill(0)?;
     cluster.leader().await?;
     let managers = cluster.managers().iter().map(|m| m.addr().to_string()).collect::<Vec<_>>().join(",");
-    berth_ok(&["service", "create", "web", "--image", "nginx:1.27", "--replicas", "2", "--manager", &managers]).await?;
+    // --detach: this cluster has no agents, so the tasks would never run.
+    berth_ok(&[
+        "service",
+        "create",
+        "web",
+        "--image",
+        "nginx:1.27",
+        "--replicas",
+        "2",
+        "--detach",
+        "--manager",
+        &managers,
+    ])
+    .await?;
     let listed: Value =
         serde_json::from_str(&berth_ok(&["service", "ls", "--output", "json", "--manager", &managers]).await?)
             .context("service ls --output json is not JSON")?;

@@ -15,8 +15,11 @@ async fn an_invalid_spec_is_refused_naming_the_field_and_writes_nothing() -> Res
     let follower =
         cluster.managers().iter().find(|m| m.id() != leader.id()).context("three managers have followers")?;
     let mut client = follower.client().await?;
+    // No replicas: the leader's orchestrator and scheduler have nothing to
+    // write for it, so the log only grows if a refused spec got in.
+    let valid = ServiceSpec { replicas: Some(0), ..service_spec("valid") };
     client
-        .create_service(CreateServiceRequest { request_id: request_id(), spec: Some(service_spec("valid")) })
+        .create_service(CreateServiceRequest { request_id: request_id(), spec: Some(valid) })
         .await
         .context("creating the one valid service")?;
     let log_before = leader.status().await?.last_log_index;
