@@ -229,7 +229,10 @@ impl Executor {
 
     async fn start_task(&self, task: Task) {
         let span = info_span!("task", task = %task.id, service = %task.service_name, slot = task.slot);
-        let _enter = span.enter();
+        self.start_task_in_span(task).instrument(span).await
+    }
+
+    async fn start_task_in_span(&self, task: Task) {
         let spec = ContainerSpec::from_task(&task, &self.node_id);
         let mut report = StatusReport {
             task_id: task.id.clone(),
@@ -247,15 +250,32 @@ impl Executor {
                 report.state = TaskState::Running;
                 report.health = if task.spec.health.is_some() { Health::Starting } else { Health::None };
                 report.container_id = container_id.clone();
-                let mut inner = self.inner.lock();
-                let tracked = inner.tasks.entry(task.id.clone()).or_default();
-                tracked.container_id = Some(container_id);
-                tracked.busy = false;
-                // An exit may have been reported while the start call returned.
-                let already_ended = tracked.last.as_ref().is_some_and(|r| r.state.is_terminal());
-                drop(inner);
+                let (already_ended, still_wanted, remove) = {
+                    let mut inner = self.inner.lock();
+                    let tracked = inner.tasks.entry(task.id.clone()).or_default();
+                    tracked.container_id = Some(container_id.clone());
+                    tracked.busy = false;
+                    // An exit may have been reported while the start call returned.
+                    let already_ended = tracked.last.as_ref().is_some_and(|r| r.state.is_terminal());
+                    // Assignments that arrived during the start were skipped: if
+                    // the task is no longer meant to run (stopped, orphaned by a
+                    // node-down, removed), stop what was just started.
+                    let still_wanted = tracked
+                        .assignment
+                        .as_ref()
+                        .is_some_and(|t| t.desired == DesiredState::Running && !t.state.is_terminal());
+                    let remove = tracked.assignment.as_ref().is_none_or(|t| t.desired == DesiredState::Remove);
+                    if !still_wanted {
+                        tracked.busy = true;
+                        tracked.stopping = true;
+                    }
+                    (already_ended, still_wanted, remove)
+                };
                 if !already_ended {
                     self.report(report);
+                }
+                if !still_wanted {
+                    Box::pin(self.stop_task(task.id.clone(), container_id, remove)).await;
                 }
             }
             Err(error) => {
@@ -406,5 +426,131 @@ fn exit_message(state: TaskState, exit_code: Option<i64>) -> String {
         (TaskState::Failed, Some(code)) => format!("exited with code {code}"),
         (TaskState::Failed, None) => "exited".into(),
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use berth_core::{ServiceSpec, Task};
+
+    use super::*;
+    use crate::runtime::MemoryRuntime;
+
+    const NODE: &str = "node-1";
+    const DEADLINE: Duration = Duration::from_secs(5);
+
+    fn task(id: &str, image: &str) -> Task {
+        let spec = ServiceSpec::new("web", image);
+        Task {
+            id: id.into(),
+            service_id: "svc".into(),
+            service_name: "web".into(),
+            service_version: 1,
+            slot: 1,
+            spec,
+            node_id: Some(NODE.into()),
+            desired: DesiredState::Running,
+            state: TaskState::Assigned,
+            health: Health::None,
+            container_id: String::new(),
+            exit_code: None,
+            message: String::new(),
+            attempt: 0,
+            created_at_ms: 0,
+            state_since_ms: 0,
+            started_at_ms: 0,
+        }
+    }
+
+    async fn executor(runtime: Arc<MemoryRuntime>) -> Executor {
+        Executor::start(runtime, NODE.into(), CancellationToken::new()).await.expect("executor starts")
+    }
+
+    /// Waits until the newest report for `task_id` is in `state`.
+    async fn wait_for(exec: &Executor, task_id: &str, state: TaskState) -> StatusReport {
+        let waiting = async {
+            loop {
+                let latest = exec.full_state().into_iter().find(|r| r.task_id == task_id && r.state == state);
+                if let Some(report) = latest {
+                    return report;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(DEADLINE, waiting).await.expect("report in time")
+    }
+
+    fn memory() -> Arc<MemoryRuntime> {
+        let runtime = Arc::new(MemoryRuntime::new());
+        runtime.add_image("busybox");
+        runtime
+    }
+
+    #[tokio::test]
+    async fn an_assigned_task_runs_and_its_exit_is_reported() {
+        let runtime = memory();
+        let exec = executor(runtime.clone()).await;
+        exec.apply(vec![task("t1", "busybox")]);
+        let running = wait_for(&exec, "t1", TaskState::Running).await;
+        runtime.exit(&running.container_id, 2).expect("container exists");
+        let failed = wait_for(&exec, "t1", TaskState::Failed).await;
+        assert_eq!(failed.exit_code, Some(2));
+        assert_eq!(failed.message, "exited with code 2");
+    }
+
+    #[tokio::test]
+    async fn a_missing_image_rejects_the_task() {
+        let exec = executor(memory()).await;
+        exec.apply(vec![task("t1", "nope")]);
+        let rejected = wait_for(&exec, "t1", TaskState::Rejected).await;
+        assert!(rejected.message.contains("not found"), "{}", rejected.message);
+    }
+
+    #[tokio::test]
+    async fn a_task_told_to_stop_is_shut_down_not_failed() {
+        let runtime = memory();
+        let exec = executor(runtime.clone()).await;
+        let mut t = task("t1", "busybox");
+        exec.apply(vec![t.clone()]);
+        wait_for(&exec, "t1", TaskState::Running).await;
+        t.state = TaskState::Running;
+        t.desired = DesiredState::Remove;
+        exec.apply(vec![t]);
+        wait_for(&exec, "t1", TaskState::Shutdown).await;
+        let gone = async {
+            while !runtime.list(NODE).await.expect("list").is_empty() {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(DEADLINE, gone).await.expect("container removed");
+    }
+
+    #[tokio::test]
+    async fn a_restarted_agent_adopts_running_containers_and_removes_stale_ones() {
+        let runtime = memory();
+        let first = executor(runtime.clone()).await;
+        first.apply(vec![task("keep", "busybox"), task("stale", "busybox")]);
+        let kept = wait_for(&first, "keep", TaskState::Running).await;
+        wait_for(&first, "stale", TaskState::Running).await;
+
+        // A new executor on the same node, as after an agent restart.
+        let second = executor(runtime.clone()).await;
+        let mut keep = task("keep", "busybox");
+        keep.state = TaskState::Running;
+        second.apply(vec![keep]);
+        let removed = async {
+            loop {
+                let containers = runtime.list(NODE).await.expect("list");
+                if containers.len() == 1 {
+                    return containers;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        let left = tokio::time::timeout(DEADLINE, removed).await.expect("stale container removed");
+        assert_eq!(left[0].container_id, kept.container_id, "the running container is adopted, not replaced");
+        assert!(left[0].running);
     }
 }

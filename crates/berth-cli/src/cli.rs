@@ -177,6 +177,12 @@ pub struct ManagerRunArgs {
     /// Snapshot and compact the log after this many entries [default: the manager's].
     #[arg(long, value_name = "ENTRIES")]
     pub snapshot_threshold: Option<u64>,
+    /// How often agents heartbeat to the leader [default: 250].
+    #[arg(long, value_name = "MS")]
+    pub agent_heartbeat_ms: Option<u64>,
+    /// A node silent for this long is marked down and its tasks move [default: 1500].
+    #[arg(long, value_name = "MS")]
+    pub node_down_grace_ms: Option<u64>,
 }
 
 #[derive(Debug, Args)]

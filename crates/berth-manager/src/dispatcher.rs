@@ -322,9 +322,17 @@ pub async fn run_liveness_checker(
             _ = leading.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let ready: Vec<String> = node
-            .view
-            .read(|state, _| state.nodes().filter(|n| n.status == NodeStatus::Ready).map(|n| n.id.clone()).collect());
+        // A node (re)registered within the grace period is alive even if its
+        // first heartbeat has not been counted yet: registration is proposed
+        // by this leader, so its timestamp is on this leader's clock.
+        let fresh_since_ms = crate::node::now_ms() - i64::try_from(settings.node_down_grace_ms).unwrap_or(i64::MAX);
+        let ready: Vec<String> = node.view.read(|state, _| {
+            state
+                .nodes()
+                .filter(|n| n.status == NodeStatus::Ready && n.updated_at_ms < fresh_since_ms)
+                .map(|n| n.id.clone())
+                .collect()
+        });
         let now = Instant::now();
         let updates: Vec<NodeStatusUpdate> = {
             let seen = liveness.last_seen.lock();

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use anyhow::{bail, Context, Result};
+use berth_manager::dispatcher::DispatcherSettings;
 use berth_manager::{Bootstrap, ManagerConfig, RaftTimings};
 use berth_proto::v1 as proto;
 use tokio_util::sync::CancellationToken;
@@ -59,8 +60,24 @@ pub fn manager_config(args: &ManagerRunArgs, bootstrap: Bootstrap) -> Result<Man
         advertise,
         bootstrap,
         timings,
-        dispatcher: Default::default(),
+        dispatcher: dispatcher_settings(args)?,
     })
+}
+
+fn dispatcher_settings(args: &ManagerRunArgs) -> Result<DispatcherSettings> {
+    let defaults = DispatcherSettings::default();
+    let settings = DispatcherSettings {
+        heartbeat_period_ms: args.agent_heartbeat_ms.unwrap_or(defaults.heartbeat_period_ms),
+        node_down_grace_ms: args.node_down_grace_ms.unwrap_or(defaults.node_down_grace_ms),
+    };
+    if settings.heartbeat_period_ms == 0 || settings.node_down_grace_ms <= settings.heartbeat_period_ms {
+        bail!(
+            "--node-down-grace-ms ({}) must be larger than --agent-heartbeat-ms ({}), which must be above 0",
+            settings.node_down_grace_ms,
+            settings.heartbeat_period_ms
+        );
+    }
+    Ok(settings)
 }
 
 async fn serve(config: ManagerConfig) -> Result<()> {

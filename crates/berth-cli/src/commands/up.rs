@@ -52,6 +52,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
         election_timeout_min_ms: None,
         election_timeout_max_ms: None,
         snapshot_threshold: None,
+        agent_heartbeat_ms: None,
+        node_down_grace_ms: None,
     };
     // Init resumes by itself when the data dir already holds this cluster.
     let config = manager_config(&run_args, Bootstrap::Init)?;
