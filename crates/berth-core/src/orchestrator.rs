@@ -188,6 +188,14 @@ fn reconcile_replicated(
     }
 
     let wanted = replicas as usize;
+    if occupied.len() <= wanted {
+        // Not while scaling down: a slot must not be retired and rolled at once.
+        let rolling = slots.values().filter(|tasks| newest(tasks).is_some_and(|t| !shutting_down.contains(&t.id)));
+        for old in tasks_to_roll(service, rolling) {
+            out.plan.set_desired.push((old.id.clone(), DesiredState::Shutdown));
+            out.plan.create.push(new_task(service, old.slot, None, 0, new_id()));
+        }
+    }
     if occupied.len() > wanted {
         retire_extra_slots(state, &mut occupied, wanted, out);
     } else if occupied.len() < wanted {
@@ -255,6 +263,12 @@ fn reconcile_every_node(
             }
         }
     }
+    for old in tasks_to_roll(service, by_node.values()) {
+        if old.node_id.as_deref().and_then(|n| state.node(n)).is_some_and(|n| carries_tags(n) && n.accepts_tasks()) {
+            out.plan.set_desired.push((old.id.clone(), DesiredState::Shutdown));
+            out.plan.create.push(new_task(service, 0, old.node_id.clone(), 0, new_id()));
+        }
+    }
     for node in state.nodes() {
         if !carries_tags(node) || !node.accepts_tasks() {
             continue;
@@ -273,6 +287,46 @@ fn reconcile_every_node(
             SlotFate::Replace { at_ms, .. } => out.wake_at(at_ms),
         }
     }
+}
+
+/// Whether a task runs an older spec than its service's. Scale and rollout
+/// settings do not count: changing them redeploys nothing.
+fn outdated(task: &Task, service: &Service) -> bool {
+    if task.service_version == service.version {
+        return false;
+    }
+    let mut current = service.spec.clone();
+    current.mode = task.spec.mode;
+    current.update = task.spec.update.clone();
+    current != task.spec
+}
+
+/// A rolling replacement after a spec change: at most `update.parallelism`
+/// slots (0: all) are being replaced at once; a slot counts as in flight
+/// until its new task runs. Returns the running tasks to replace now.
+/// (Health gating, delays, failure actions and rollback come with the
+/// rollout state of the rolling-update work; this keeps slots converging.)
+fn tasks_to_roll<'a, I>(service: &Service, slots: I) -> Vec<&'a Task>
+where
+    I: IntoIterator<Item = &'a Vec<&'a Task>>,
+{
+    let mut in_flight = 0usize;
+    let mut candidates = Vec::new();
+    for tasks in slots {
+        let Some(latest) = newest(tasks) else { continue };
+        if !latest.is_live() {
+            continue;
+        }
+        if outdated(latest, service) {
+            candidates.push(latest);
+        } else if latest.state < TaskState::Running && tasks.iter().any(|t| t.id != latest.id && outdated(t, service)) {
+            in_flight += 1;
+        }
+    }
+    candidates.sort_by_key(|t| (t.slot, t.node_id.clone()));
+    let parallelism = service.spec.update.parallelism as usize;
+    let budget = if parallelism == 0 { usize::MAX } else { parallelism.saturating_sub(in_flight) };
+    candidates.into_iter().take(budget).collect()
 }
 
 /// Forgets task records nobody needs: tasks of removed services, tasks told
@@ -597,6 +651,46 @@ mod tests {
         }
         w.reconcile();
         assert_eq!(w.state.tasks().count(), 0, "records go once the containers are down");
+    }
+
+    #[test]
+    fn a_spec_change_replaces_tasks_a_few_slots_at_a_time() {
+        let mut w = World::new();
+        let n = w.node("n1", &[]);
+        let mut spec = replicated("web", 3);
+        spec.update.parallelism = 1;
+        w.service(spec.clone());
+        w.reconcile();
+        w.run_all_on(&n);
+        let version = w.state.service("web").map(|s| s.version).unwrap_or_default();
+        spec.image = "busybox:2".into();
+        w.apply(Command::UpdateService { name: "web".into(), spec, expected_version: version });
+        let first = w.reconcile().plan;
+        assert_eq!((first.create.len(), first.set_desired.len()), (1, 1), "one slot at a time");
+        assert_eq!(first.create[0].spec.image, "busybox:2");
+        assert!(w.reconcile().plan.is_empty(), "waits while the new task is not running");
+        for _ in 0..2 {
+            w.run_all_on(&n);
+            assert_eq!(w.reconcile().plan.create.len(), 1);
+        }
+        w.run_all_on(&n);
+        assert!(w.reconcile().plan.is_empty());
+        let live: Vec<&Task> = w.live();
+        assert_eq!(live.len(), 3);
+        assert!(live.iter().all(|t| t.spec.image == "busybox:2"));
+    }
+
+    #[test]
+    fn scaling_does_not_redeploy() {
+        let mut w = World::new();
+        let n = w.node("n1", &[]);
+        w.service(replicated("web", 2));
+        w.reconcile();
+        w.run_all_on(&n);
+        w.apply(Command::ScaleService { name: "web".into(), replicas: 3 });
+        let plan = w.reconcile().plan;
+        assert_eq!(plan.create.len(), 1);
+        assert!(plan.set_desired.is_empty());
     }
 
     #[test]
