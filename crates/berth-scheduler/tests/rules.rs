@@ -549,3 +549,14 @@ fn decisions_split_into_assignments_and_refusals_in_batch_order() {
     assert_eq!(assigned, [("t1".to_string(), "n1".to_string()), ("t3".to_string(), "n2".to_string())]);
     assert_eq!(refused, [("t2".to_string(), "why".to_string())]);
 }
+
+#[test]
+fn one_real_sized_node_with_hex_ids_takes_every_task_of_a_batch() {
+    let nodes = [sized(node("f7f4435d7da704f358aa4cba", &[]), 2_000, 25_232_846_848)];
+    let pending: Vec<_> = ["9c648869a220aa00bb11cc22", "babf0598db99aa00bb11cc22", "a7f302d810baaa00bb11cc22"]
+        .iter()
+        .map(|id| task(id, "79413008bc0da26ec75f4c36"))
+        .collect();
+    let decisions = Scheduler::new(&nodes, &[]).place(&pending);
+    assert_eq!(chosen_nodes(&decisions), ["f7f4435d7da704f358aa4cba"; 3], "{decisions:?}");
+}
