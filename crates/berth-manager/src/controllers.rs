@@ -30,6 +30,9 @@ pub async fn supervise(
 ) {
     let mut metrics = node.raft.metrics();
     loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
         while !node.is_leader() {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
