@@ -442,25 +442,11 @@ mod tests {
     const DEADLINE: Duration = Duration::from_secs(5);
 
     fn task(id: &str, image: &str) -> Task {
-        let spec = ServiceSpec::new("web", image);
         Task {
-            id: id.into(),
-            service_id: "svc".into(),
-            service_name: "web".into(),
             service_version: 1,
-            slot: 1,
-            spec,
             node_id: Some(NODE.into()),
-            desired: DesiredState::Running,
             state: TaskState::Assigned,
-            health: Health::None,
-            container_id: String::new(),
-            exit_code: None,
-            message: String::new(),
-            attempt: 0,
-            created_at_ms: 0,
-            state_since_ms: 0,
-            started_at_ms: 0,
+            ..Task::new(id, "svc", 1, ServiceSpec::new("web", image))
         }
     }
 

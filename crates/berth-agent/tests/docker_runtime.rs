@@ -18,7 +18,7 @@ use berth_agent::runtime::{
     ContainerSpec, DockerRuntime, DockerRuntimeConfig, Runtime, RuntimeError, RuntimeEvent, RuntimeEventStream,
     LABEL_NODE, LABEL_SERVICE, LABEL_SLOT, LABEL_TASK,
 };
-use berth_core::{DesiredState, Health, HealthCheck, PortMapping, Protocol, ServiceSpec, Task, TaskState};
+use berth_core::{Health, HealthCheck, PortMapping, Protocol, ServiceSpec, Task, TaskState};
 use futures::StreamExt;
 use tokio::time::Instant;
 
@@ -107,23 +107,9 @@ impl Drop for TestNode {
 
 fn task(service: ServiceSpec) -> Task {
     Task {
-        id: uuid::Uuid::new_v4().simple().to_string(),
-        service_id: format!("svc-{}", service.name),
-        service_name: service.name.clone(),
         service_version: 1,
-        slot: 1,
-        spec: service,
-        node_id: None,
-        desired: DesiredState::Running,
         state: TaskState::Assigned,
-        health: Health::None,
-        container_id: String::new(),
-        exit_code: None,
-        message: String::new(),
-        attempt: 0,
-        created_at_ms: 0,
-        state_since_ms: 0,
-        started_at_ms: 0,
+        ..Task::new(uuid::Uuid::new_v4().simple().to_string(), format!("svc-{}", service.name), 1, service)
     }
 }
 

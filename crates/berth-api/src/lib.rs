@@ -259,23 +259,10 @@ pub fn desired_from_text(text: &str) -> Result<DesiredState, CoreError> {
 pub fn task_from_assignment(assignment: pb::Assignment) -> Result<Task, CoreError> {
     let spec = spec_from_proto(assignment.spec.ok_or_else(|| CoreError::invalid("spec", "is required"))?)?;
     Ok(Task {
-        id: assignment.task_id,
-        service_id: assignment.service_id,
         service_name: assignment.service_name,
-        service_version: 0,
-        slot: assignment.slot,
-        spec,
-        node_id: None,
         desired: desired_from_text(&assignment.desired)?,
         state: task_state_from_text(&assignment.state)?,
-        health: Health::None,
-        container_id: String::new(),
-        exit_code: None,
-        message: String::new(),
-        attempt: 0,
-        created_at_ms: 0,
-        state_since_ms: 0,
-        started_at_ms: 0,
+        ..Task::new(assignment.task_id, assignment.service_id, assignment.slot, spec)
     })
 }
 

@@ -218,6 +218,30 @@ pub struct Task {
 }
 
 impl Task {
+    /// A new task of `service_id` for `slot` running `spec`: desired running,
+    /// not yet placed, no history.
+    pub fn new(id: impl Into<String>, service_id: impl Into<String>, slot: u32, spec: ServiceSpec) -> Task {
+        Task {
+            id: id.into(),
+            service_id: service_id.into(),
+            service_name: spec.name.clone(),
+            service_version: 0,
+            slot,
+            spec,
+            node_id: None,
+            desired: DesiredState::Running,
+            state: TaskState::New,
+            health: Health::None,
+            container_id: String::new(),
+            exit_code: None,
+            message: String::new(),
+            attempt: 0,
+            created_at_ms: 0,
+            state_since_ms: 0,
+            started_at_ms: 0,
+        }
+    }
+
     /// Counts towards the service's running replicas.
     pub fn is_live(&self) -> bool {
         self.desired == DesiredState::Running && !self.state.is_terminal()

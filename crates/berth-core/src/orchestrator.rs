@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
-    Autodestroy, ClusterState, DesiredState, Health, Node, NodeStatus, RestartCondition, Service, ServiceMode, Task,
-    TaskPlan, TaskState,
+    Autodestroy, ClusterState, DesiredState, Node, NodeStatus, RestartCondition, Service, ServiceMode, Task, TaskPlan,
+    TaskState,
 };
 
 /// Finished tasks kept per slot for `service ps`, beyond the current one.
@@ -115,23 +115,10 @@ fn newest<'a>(tasks: &[&'a Task]) -> Option<&'a Task> {
 
 fn new_task(service: &Service, slot: u32, node_id: Option<String>, attempt: u32, id: String) -> Task {
     Task {
-        id,
-        service_id: service.id.clone(),
-        service_name: service.spec.name.clone(),
         service_version: service.version,
-        slot,
-        spec: service.spec.clone(),
         node_id,
-        desired: DesiredState::Running,
-        state: TaskState::New,
-        health: Health::None,
-        container_id: String::new(),
-        exit_code: None,
-        message: String::new(),
         attempt,
-        created_at_ms: 0,
-        state_since_ms: 0,
-        started_at_ms: 0,
+        ..Task::new(id, service.id.clone(), slot, service.spec.clone())
     }
 }
 
@@ -369,7 +356,8 @@ fn collect_garbage(state: &ClusterState, out: &mut Reconciliation) {
 mod tests {
     use super::*;
     use crate::{
-        Availability, Command, NodeStatusUpdate, Outcome, Request, Resources, RestartPolicy, ServiceSpec, TaskStatus,
+        Availability, Command, Health, NodeStatusUpdate, Outcome, Request, Resources, RestartPolicy, ServiceSpec,
+        TaskStatus,
     };
 
     struct World {

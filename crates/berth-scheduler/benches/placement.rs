@@ -15,8 +15,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use berth_core::{
-    Availability, DesiredState, Health, Node, NodeStatus, PortMapping, Protocol, Resources, ServiceSpec, Strategy,
-    Task, TaskState,
+    Availability, Node, NodeStatus, PortMapping, Protocol, Resources, ServiceSpec, Strategy, Task, TaskState,
 };
 use berth_scheduler::reference::NaiveScheduler;
 use berth_scheduler::{Decision, Scheduler};
@@ -235,23 +234,10 @@ fn batch(strategy: Strategy, count: usize, per_service: usize) -> Vec<Task> {
                 }
             }
             Task {
-                id: format!("task-{i:06}"),
-                service_id: format!("service-{service:04}"),
-                service_name: spec.name.clone(),
                 service_version: 1,
-                slot: (i % per_service) as u32,
-                spec,
                 node_id,
-                desired: DesiredState::Running,
                 state: TaskState::Pending,
-                health: Health::None,
-                container_id: String::new(),
-                exit_code: None,
-                message: String::new(),
-                attempt: 0,
-                created_at_ms: 0,
-                state_since_ms: 0,
-                started_at_ms: 0,
+                ..Task::new(format!("task-{i:06}"), format!("service-{service:04}"), (i % per_service) as u32, spec)
             }
         })
         .collect()

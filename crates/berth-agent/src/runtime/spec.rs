@@ -79,29 +79,16 @@ pub fn container_name(service_name: &str, slot: u32, task_id: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use berth_core::{DesiredState, Health, ServiceSpec, TaskState};
+    use berth_core::{ServiceSpec, TaskState};
 
     use super::*;
 
     fn task(spec: ServiceSpec) -> Task {
         Task {
-            id: "0123456789abcdef".into(),
-            service_id: "svc-1".into(),
-            service_name: spec.name.clone(),
             service_version: 1,
-            slot: 3,
-            spec,
             node_id: Some("node-from-task".into()),
-            desired: DesiredState::Running,
             state: TaskState::Assigned,
-            health: Health::None,
-            container_id: String::new(),
-            exit_code: None,
-            message: String::new(),
-            attempt: 0,
-            created_at_ms: 0,
-            state_since_ms: 0,
-            started_at_ms: 0,
+            ..Task::new("0123456789abcdef", "svc-1", 3, spec)
         }
     }
 

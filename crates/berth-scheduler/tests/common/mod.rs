@@ -7,8 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use berth_core::{
-    Availability, DesiredState, Health, Node, NodeStatus, PortMapping, Protocol, Resources, ServiceSpec, Strategy,
-    Task, TaskState,
+    Availability, Node, NodeStatus, PortMapping, Protocol, Resources, ServiceSpec, Strategy, Task, TaskState,
 };
 use berth_scheduler::Decision;
 
@@ -41,23 +40,11 @@ pub fn task(id: &str, service: &str) -> Task {
     let mut spec = ServiceSpec::new(service, "busybox:latest");
     spec.strategy = Strategy::EmptiestNode;
     Task {
-        id: id.to_string(),
-        service_id: service.to_string(),
+        // The service's name is its id here, whatever the spec says.
         service_name: service.to_string(),
         service_version: 1,
-        slot: 0,
-        spec,
-        node_id: None,
-        desired: DesiredState::Running,
         state: TaskState::Pending,
-        health: Health::None,
-        container_id: String::new(),
-        exit_code: None,
-        message: String::new(),
-        attempt: 0,
-        created_at_ms: 0,
-        state_since_ms: 0,
-        started_at_ms: 0,
+        ..Task::new(id, service, 0, spec)
     }
 }
 
