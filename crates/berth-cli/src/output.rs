@@ -508,11 +508,12 @@ pub fn nodes_json(nodes: &[proto::Node]) -> Value {
 }
 
 pub fn nodes_table(nodes: &[proto::Node]) -> Table {
-    let mut table = table(&["NAME", "ID", "STATUS", "AVAILABILITY", "TAGS", "CPUS", "MEMORY", "TASKS"]);
+    let mut table = table(&["NAME", "ID", "ROLE", "STATUS", "AVAILABILITY", "TAGS", "CPUS", "MEMORY", "TASKS"]);
     for node in nodes {
         table.add_row(vec![
             node.name.clone(),
             node.id.clone(),
+            NODE_ROLE.to_string(),
             node.status.clone(),
             node.availability.clone(),
             or_dash(node.tags.join(",")),
@@ -793,9 +794,12 @@ mod tests {
         let text = render(&nodes_table(&[node()]));
         let lines: Vec<&str> = text.lines().collect();
         let header: Vec<&str> = lines[0].split_whitespace().collect();
-        assert_eq!(header, ["NAME", "ID", "STATUS", "AVAILABILITY", "TAGS", "CPUS", "MEMORY", "TASKS"]);
+        assert_eq!(header, ["NAME", "ID", "ROLE", "STATUS", "AVAILABILITY", "TAGS", "CPUS", "MEMORY", "TASKS"]);
         let row: Vec<&str> = lines[1].split_whitespace().collect();
-        assert_eq!(row, ["node-1", "4f1c2a9be0d3c4b5a6978812", "ready", "active", "ssd,zone:a", "8", "7.6GiB", "3"]);
+        assert_eq!(
+            row,
+            ["node-1", "4f1c2a9be0d3c4b5a6978812", "worker", "ready", "active", "ssd,zone:a", "8", "7.6GiB", "3"]
+        );
 
         let json = node_json(&node());
         assert_eq!(json["status"], "ready");
