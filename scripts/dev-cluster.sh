@@ -17,16 +17,18 @@ PORTS=(4700 4701 4702)
 READY_DEADLINE_SECS=60
 
 down() {
-    if [ -x "$BERTH" ] && [ -d "$DEV_DIR" ]; then
-        # Containers go with their agents' nodes.
-        ids=$(docker ps -aq --filter label=berth.node --filter label=berth.dev-cluster=1 2>/dev/null || true)
-        [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1 || true
-    fi
     if [ -d "$DEV_DIR" ]; then
+        # Agents first: while one runs, it would replace the containers
+        # removed below.
         for pidfile in "$DEV_DIR"/*.pid; do
             [ -e "$pidfile" ] || continue
-            kill "$(cat "$pidfile")" 2>/dev/null || true
+            pid=$(cat "$pidfile")
+            kill "$pid" 2>/dev/null || true
+            for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            kill -9 "$pid" 2>/dev/null || true
         done
+        ids=$(docker ps -aq --filter label=berth.dev-cluster=1 2>/dev/null || true)
+        [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1 || true
         rm -rf "$DEV_DIR"
     fi
     echo "dev cluster stopped"
