@@ -5,15 +5,13 @@
 //! the agent finds its containers by the `berth.node` label.
 
 use std::fmt;
-use std::fs::{self, File};
-use std::io::Write as _;
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{berth_bin, GiveUp, LOG_TAIL_LINES};
+use crate::process::BerthProcess;
+use crate::LOG_TAIL_LINES;
 
 /// Who an agent says it is when it registers.
 #[derive(Debug, Clone, Default)]
@@ -42,10 +40,8 @@ pub struct Agent {
     dir: PathBuf,
     managers: Vec<String>,
     token: String,
-    bin: PathBuf,
-    child: Mutex<Option<Child>>,
+    process: BerthProcess,
     pub(crate) node_id: Option<String>,
-    starts: u32,
 }
 
 impl fmt::Debug for Agent {
@@ -66,7 +62,8 @@ impl Agent {
         }
         let dir = root.join(format!("agent-{}", opts.name));
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Agent { opts, dir, managers, token, bin: berth_bin()?, child: Mutex::new(None), node_id: None, starts: 0 })
+        let process = BerthProcess::new(format!("agent {}", opts.name), dir.join("agent.log"))?;
+        Ok(Agent { opts, dir, managers, token, process, node_id: None })
     }
 
     pub fn name(&self) -> &str {
@@ -88,19 +85,15 @@ impl Agent {
 
     /// Both stdout and stderr of every run, appended.
     pub fn log_path(&self) -> PathBuf {
-        self.dir.join("agent.log")
-    }
-
-    fn child(&self) -> MutexGuard<'_, Option<Child>> {
-        self.child.lock().unwrap_or_else(|e| e.into_inner())
+        self.process.log_path()
     }
 
     pub fn is_running(&self) -> bool {
-        self.child().is_some()
+        self.process.is_running()
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child().as_ref().map(Child::id)
+        self.process.pid()
     }
 
     fn command_args(&self) -> Vec<String> {
@@ -123,44 +116,14 @@ impl Agent {
 
     /// Starts the process (first start or restart); returns at once.
     pub fn start(&mut self) -> Result<()> {
-        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
-        if child.is_some() {
-            bail!("agent {} is already running", self.opts.name);
-        }
-        self.starts += 1;
         let args = self.command_args();
-        let mut log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .with_context(|| format!("opening {}", self.log_path().display()))?;
-        // The token is a secret in real life, but these are throwaway clusters.
-        writeln!(log, "=== harness: start #{} of agent {}: berth {}", self.starts, self.opts.name, args.join(" "))?;
-        let spawned = Command::new(&self.bin)
-            .args(&args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-            .env("RUST_BACKTRACE", "1")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("spawning {}", self.bin.display()))?;
-        *child = Some(spawned);
-        Ok(())
+        self.process.start(&args)
     }
 
     /// SIGKILL, then reap the process. Its containers keep running, as they
     /// do when an agent crashes.
     pub fn kill(&mut self) -> Result<()> {
-        let child = self.child().take();
-        let Some(mut child) = child else {
-            bail!("agent {} is not running", self.opts.name);
-        };
-        child.kill().with_context(|| format!("killing agent {}", self.opts.name))?;
-        let status = child.wait()?;
-        self.note(&format!("killed with SIGKILL ({status})"));
-        Ok(())
+        self.process.kill()
     }
 
     /// Starts the process again with the same name, tags and data dir.
@@ -171,45 +134,19 @@ impl Agent {
     /// An error that [`crate::wait_until`] does not retry if the process was
     /// started and has exited since.
     pub fn check_alive(&self) -> Result<()> {
-        let mut child = self.child();
-        if let Some(running) = child.as_mut() {
-            if let Some(status) = running.try_wait()? {
-                *child = None;
-                drop(child);
-                self.note(&format!("exited by itself ({status})"));
-                return Err(GiveUp(format!(
-                    "agent {} exited by itself: {status}; log tail:\n{}",
-                    self.opts.name,
-                    self.log_tail(20)
-                ))
-                .into());
-            }
-        }
-        Ok(())
+        self.process.check_alive()
     }
 
     /// The last `lines` lines of the log.
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = fs::read_to_string(self.log_path()).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    fn note(&self, line: &str) {
-        if let Ok(mut log) = File::options().append(true).open(self.log_path()) {
-            let _ = writeln!(log, "=== harness: agent {}: {line}", self.opts.name);
-        }
+        self.process.log_tail(lines)
     }
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        let child = self.child().take();
-        if let Some(mut child) = child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if self.starts > 0 {
+        self.process.stop();
+        if self.process.starts() > 0 {
             // Captured by the test runner, which shows it only on failure.
             eprintln!(
                 "----- last {LOG_TAIL_LINES} lines of agent {} (node {:?}, {}) -----\n{}",

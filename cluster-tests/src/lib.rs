@@ -20,14 +20,13 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::fs::{self, File};
+use std::fs;
 use std::future::Future;
-use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -36,11 +35,13 @@ use tonic::transport::{Channel, Endpoint};
 
 pub mod agent;
 pub mod docker;
+pub mod process;
 pub mod workload;
 
 pub use agent::{Agent, AgentOpts};
 pub use berth_proto::v1 as proto;
 pub use docker::Engine;
+use process::BerthProcess;
 use proto::cluster_api_client::ClusterApiClient;
 use proto::{
     ClusterStatusReply, ClusterStatusRequest, CreateServiceRequest, ListNodesRequest, ListServicesRequest,
@@ -381,11 +382,9 @@ pub struct Manager {
     dir: PathBuf,
     role: Role,
     raft_args: Vec<String>,
-    bin: PathBuf,
-    child: Mutex<Option<Child>>,
+    process: BerthProcess,
     paused: bool,
     id: Option<u64>,
-    starts: u32,
 }
 
 impl fmt::Debug for Manager {
@@ -404,17 +403,17 @@ impl Manager {
         let dir = root.join(name);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let port = free_port()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let process = BerthProcess::new(format!("{name} ({addr})"), dir.join("manager.log"))?;
         Ok(Manager {
             name: name.to_string(),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr,
             dir,
             role,
             raft_args: opts.raft_args(),
-            bin: berth_bin()?,
-            child: Mutex::new(None),
+            process,
             paused: false,
             id: None,
-            starts: 0,
         })
     }
 
@@ -437,15 +436,11 @@ impl Manager {
 
     /// Both stdout and stderr of every run, appended.
     pub fn log_path(&self) -> PathBuf {
-        self.dir.join("manager.log")
-    }
-
-    fn child(&self) -> MutexGuard<'_, Option<Child>> {
-        self.child.lock().unwrap_or_else(|e| e.into_inner())
+        self.process.log_path()
     }
 
     pub fn is_running(&self) -> bool {
-        self.child().is_some()
+        self.process.is_running()
     }
 
     /// Running and not paused: expected to answer.
@@ -458,7 +453,7 @@ impl Manager {
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child().as_ref().map(Child::id)
+        self.process.pid()
     }
 
     /// SIGSTOP: the process keeps its sockets and state but does nothing,
@@ -466,7 +461,7 @@ impl Manager {
     pub fn pause(&mut self) -> Result<()> {
         self.signal("STOP")?;
         self.paused = true;
-        self.note("paused with SIGSTOP");
+        self.process.note("paused with SIGSTOP");
         Ok(())
     }
 
@@ -474,7 +469,7 @@ impl Manager {
     pub fn resume(&mut self) -> Result<()> {
         self.signal("CONT")?;
         self.paused = false;
-        self.note("resumed with SIGCONT");
+        self.process.note("resumed with SIGCONT");
         Ok(())
     }
 
@@ -513,42 +508,14 @@ impl Manager {
 
     /// Starts the process (first start or restart); returns at once.
     pub fn start(&mut self) -> Result<()> {
-        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
-        if child.is_some() {
-            bail!("{} is already running", self.name);
-        }
-        self.starts += 1;
         let args = self.command_args();
-        let mut log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .with_context(|| format!("opening {}", self.log_path().display()))?;
-        writeln!(log, "=== harness: start #{} of {}: berth {}", self.starts, self.name, args.join(" "))?;
-        let spawned = Command::new(&self.bin)
-            .args(&args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-            .env("RUST_BACKTRACE", "1")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("spawning {}", self.bin.display()))?;
-        *child = Some(spawned);
-        Ok(())
+        self.process.start(&args)
     }
 
     /// SIGKILL, then reap the process.
     pub fn kill(&mut self) -> Result<()> {
-        let child = self.child().take();
-        let Some(mut child) = child else {
-            bail!("{} is not running", self.name);
-        };
-        child.kill().with_context(|| format!("killing {}", self.name))?;
-        let status = child.wait()?;
+        self.process.kill()?;
         self.paused = false;
-        self.note(&format!("killed with SIGKILL ({status})"));
         Ok(())
     }
 
@@ -559,28 +526,13 @@ impl Manager {
 
     /// An error if the process was started and has exited since.
     pub fn check_alive(&self) -> Result<()> {
-        let mut child = self.child();
-        if let Some(running) = child.as_mut() {
-            if let Some(status) = running.try_wait()? {
-                *child = None;
-                drop(child);
-                self.note(&format!("exited by itself ({status})"));
-                return Err(GiveUp(format!(
-                    "{} ({}) exited by itself: {status}; log tail:\n{}",
-                    self.name,
-                    self.addr,
-                    self.log_tail(20)
-                ))
-                .into());
-            }
-        }
-        Ok(())
+        self.process.check_alive()
     }
 
     /// Waits for the process to exit by itself and returns its status.
     pub async fn wait_exit(&self, deadline: Duration) -> Result<ExitStatus> {
         wait_until(&format!("{} to exit", self.name), deadline, || async {
-            let mut child = self.child();
+            let mut child = self.process.child();
             let running = child.as_mut().ok_or_else(|| GiveUp(format!("{} is not running", self.name)))?;
             match running.try_wait()? {
                 Some(status) => {
@@ -606,26 +558,14 @@ impl Manager {
 
     /// The last `lines` lines of the log.
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = fs::read_to_string(self.log_path()).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    fn note(&self, line: &str) {
-        if let Ok(mut log) = File::options().append(true).open(self.log_path()) {
-            let _ = writeln!(log, "=== harness: {}: {line}", self.name);
-        }
+        self.process.log_tail(lines)
     }
 }
 
 impl Drop for Manager {
     fn drop(&mut self) {
-        let child = self.child().take();
-        if let Some(mut child) = child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if self.starts > 0 {
+        self.process.stop();
+        if self.process.starts() > 0 {
             // Captured by the test runner, which shows it only on failure.
             eprintln!(
                 "----- last {LOG_TAIL_LINES} lines of {} ({}, id {:?}, {}) -----\n{}",

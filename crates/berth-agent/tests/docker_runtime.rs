@@ -235,13 +235,14 @@ async fn events_before_the_first_poll_are_not_lost() {
     assert_eq!(died.task_id(), Some(spec.task_id.as_str()));
 }
 
-#[tokio::test]
-async fn failing_health_check_is_announced_as_unhealthy() {
-    let Some(runtime) = docker_runtime("failing_health_check_is_announced_as_unhealthy").await else {
+/// Runs a container whose health check is `command` and expects the engine
+/// to announce `expected`, and `list` to agree.
+async fn health_is_announced(test: &str, command: &str, expected: Health) {
+    let Some(runtime) = docker_runtime(test).await else {
         return;
     };
     let node = TestNode::new();
-    let spec = with_health(sleeper(&node), "false");
+    let spec = with_health(sleeper(&node), command);
     let mut events = runtime.events(&node.id);
     let id = runtime.create_and_start(&spec).await.expect("create and start");
     let changed = wait_for_event(&mut events, HEALTH_DEADLINE_MS, "HealthChanged", |e| {
@@ -250,31 +251,20 @@ async fn failing_health_check_is_announced_as_unhealthy() {
     .await;
     assert_eq!(
         changed,
-        RuntimeEvent::HealthChanged { task_id: spec.task_id.clone(), container_id: id, health: Health::Unhealthy }
+        RuntimeEvent::HealthChanged { task_id: spec.task_id.clone(), container_id: id, health: expected }
     );
     let listed = runtime.list(&node.id).await.expect("list");
-    assert_eq!(listed[0].health, Health::Unhealthy);
+    assert_eq!(listed[0].health, expected);
+}
+
+#[tokio::test]
+async fn failing_health_check_is_announced_as_unhealthy() {
+    health_is_announced("failing_health_check_is_announced_as_unhealthy", "false", Health::Unhealthy).await;
 }
 
 #[tokio::test]
 async fn passing_health_check_is_announced_as_healthy() {
-    let Some(runtime) = docker_runtime("passing_health_check_is_announced_as_healthy").await else {
-        return;
-    };
-    let node = TestNode::new();
-    let spec = with_health(sleeper(&node), "true");
-    let mut events = runtime.events(&node.id);
-    let id = runtime.create_and_start(&spec).await.expect("create and start");
-    let changed = wait_for_event(&mut events, HEALTH_DEADLINE_MS, "HealthChanged", |e| {
-        matches!(e, RuntimeEvent::HealthChanged { .. })
-    })
-    .await;
-    assert_eq!(
-        changed,
-        RuntimeEvent::HealthChanged { task_id: spec.task_id.clone(), container_id: id, health: Health::Healthy }
-    );
-    let listed = runtime.list(&node.id).await.expect("list");
-    assert_eq!(listed[0].health, Health::Healthy);
+    health_is_announced("passing_health_check_is_announced_as_healthy", "true", Health::Healthy).await;
 }
 
 #[tokio::test]
