@@ -462,10 +462,25 @@ mod tests {
                 if let Some(report) = latest {
                     return report;
                 }
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                // Every report notifies; one that lands after the check
+                // leaves a permit, so this cannot miss it.
+                exec.outbox_ready().await;
             }
         };
         tokio::time::timeout(DEADLINE, waiting).await.expect("report in time")
+    }
+
+    /// Waits until the runtime announces that `task_id`'s container was removed.
+    async fn wait_removed(events: &mut crate::runtime::RuntimeEventStream, task_id: &str) {
+        let waiting = async {
+            while let Some(event) = events.next().await {
+                if matches!(&event, RuntimeEvent::Removed { task_id: t, .. } if t == task_id) {
+                    return;
+                }
+            }
+            panic!("the event stream ended");
+        };
+        tokio::time::timeout(DEADLINE, waiting).await.expect("container removed in time")
     }
 
     fn memory() -> Arc<MemoryRuntime> {
@@ -498,6 +513,7 @@ mod tests {
     async fn a_task_told_to_stop_is_shut_down_not_failed() {
         let runtime = memory();
         let exec = executor(runtime.clone()).await;
+        let mut events = runtime.events(NODE);
         let mut t = task("t1", "busybox");
         exec.apply(vec![t.clone()]);
         wait_for(&exec, "t1", TaskState::Running).await;
@@ -505,12 +521,8 @@ mod tests {
         t.desired = DesiredState::Remove;
         exec.apply(vec![t]);
         wait_for(&exec, "t1", TaskState::Shutdown).await;
-        let gone = async {
-            while !runtime.list(NODE).await.expect("list").is_empty() {
-                tokio::task::yield_now().await;
-            }
-        };
-        tokio::time::timeout(DEADLINE, gone).await.expect("container removed");
+        wait_removed(&mut events, "t1").await;
+        assert!(runtime.list(NODE).await.expect("list").is_empty());
     }
 
     #[tokio::test]
@@ -522,20 +534,14 @@ mod tests {
         wait_for(&first, "stale", TaskState::Running).await;
 
         // A new executor on the same node, as after an agent restart.
+        let mut events = runtime.events(NODE);
         let second = executor(runtime.clone()).await;
         let mut keep = task("keep", "busybox");
         keep.state = TaskState::Running;
         second.apply(vec![keep]);
-        let removed = async {
-            loop {
-                let containers = runtime.list(NODE).await.expect("list");
-                if containers.len() == 1 {
-                    return containers;
-                }
-                tokio::task::yield_now().await;
-            }
-        };
-        let left = tokio::time::timeout(DEADLINE, removed).await.expect("stale container removed");
+        wait_removed(&mut events, "stale").await;
+        let left = runtime.list(NODE).await.expect("list");
+        assert_eq!(left.len(), 1, "only the kept container is left: {left:?}");
         assert_eq!(left[0].container_id, kept.container_id, "the running container is adopted, not replaced");
         assert!(left[0].running);
     }
