@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
-    Autodestroy, ClusterState, DesiredState, Node, NodeStatus, RestartCondition, Service, ServiceMode, Task, TaskPlan,
-    TaskState,
+    Autodestroy, ClusterState, DesiredState, Node, NodeStatus, RestartCondition, Service, ServiceMode, ServiceSpec,
+    Task, TaskPlan, TaskState,
 };
 
 /// Finished tasks kept per slot for `service ps`, beyond the current one.
@@ -276,16 +276,27 @@ fn reconcile_every_node(
     }
 }
 
-/// Whether a task runs an older spec than its service's. Scale and rollout
-/// settings do not count: changing them redeploys nothing.
-fn outdated(task: &Task, service: &Service) -> bool {
-    if task.service_version == service.version {
-        return false;
+/// Tells whether a task runs an older spec than its service's. Scale and
+/// rollout settings do not count: changing them redeploys nothing. The
+/// service's spec is copied once per service, not once per task.
+struct SpecComparison<'a> {
+    service: &'a Service,
+    current: ServiceSpec,
+}
+
+impl<'a> SpecComparison<'a> {
+    fn new(service: &'a Service) -> Self {
+        SpecComparison { service, current: service.spec.clone() }
     }
-    let mut current = service.spec.clone();
-    current.mode = task.spec.mode;
-    current.update = task.spec.update.clone();
-    current != task.spec
+
+    fn outdated(&mut self, task: &Task) -> bool {
+        if task.service_version == self.service.version {
+            return false;
+        }
+        self.current.mode = task.spec.mode;
+        self.current.update = task.spec.update.clone();
+        self.current != task.spec
+    }
 }
 
 /// A rolling replacement after a spec change: at most `update.parallelism`
@@ -299,14 +310,16 @@ where
 {
     let mut in_flight = 0usize;
     let mut candidates = Vec::new();
+    let mut comparison = SpecComparison::new(service);
     for tasks in slots {
         let Some(latest) = newest(tasks) else { continue };
         if !latest.is_live() {
             continue;
         }
-        if outdated(latest, service) {
+        if comparison.outdated(latest) {
             candidates.push(latest);
-        } else if latest.state < TaskState::Running && tasks.iter().any(|t| t.id != latest.id && outdated(t, service)) {
+        } else if latest.state < TaskState::Running && tasks.iter().any(|t| t.id != latest.id && comparison.outdated(t))
+        {
             in_flight += 1;
         }
     }
@@ -356,8 +369,7 @@ fn collect_garbage(state: &ClusterState, out: &mut Reconciliation) {
 mod tests {
     use super::*;
     use crate::{
-        Availability, Command, Health, NodeStatusUpdate, Outcome, Request, Resources, RestartPolicy, ServiceSpec,
-        TaskStatus,
+        Availability, Command, Health, NodeStatusUpdate, Outcome, Request, Resources, RestartPolicy, TaskStatus,
     };
 
     struct World {

@@ -231,7 +231,9 @@ async fn push_assignments(
         loop {
             tokio::select! {
                 _ = done.cancelled() => return,
-                _ = metrics.changed() => break,
+                // Metrics change with every entry; only a lost leadership
+                // matters here, not a reason to rebuild the assignments.
+                _ = metrics.changed() => if !node.is_leader() { break },
                 item = changes.recv() => match item {
                     Ok(WatchItem::Change { change, .. }) if !concerns(&change, &node_id) => continue,
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
