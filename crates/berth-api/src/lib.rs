@@ -3,8 +3,9 @@
 //! field it rejects, with the accepted values.
 
 use berth_core::{
-    non_negative, CoreError, DesiredState, EnvVar, Health, HealthCheck, Node, PortMapping, Resources, RestartPolicy,
-    Service, ServiceLink, ServiceMode, ServiceSpec, Strategy, Task, TaskState, UpdateConfig,
+    non_negative, CoreError, Dependency, DesiredState, EnvVar, Health, HealthCheck, Node, PortMapping, Resources,
+    RestartPolicy, SecretRef, Service, ServiceLink, ServiceMode, ServiceSpec, Strategy, Task, TaskState, UpdateConfig,
+    VolumeMount,
 };
 use berth_proto::v1 as pb;
 
@@ -58,24 +59,39 @@ pub fn spec_from_proto(spec: pb::ServiceSpec) -> Result<ServiceSpec, CoreError> 
     if !spec.cpus.is_finite() || spec.cpus < 0.0 {
         return Err(CoreError::invalid("cpus", format!("{} is not a non-negative number of CPUs", spec.cpus)));
     }
-    let update = match spec.update {
-        Some(u) => {
-            let defaults = UpdateConfig::default();
-            UpdateConfig {
-                parallelism: if u.parallelism == 0 {
-                    defaults.parallelism
-                } else {
-                    non_negative("update.parallelism", u.parallelism)?
-                },
-                delay_ms: non_negative("update.delay", u.delay_ms)?,
-                order: u.order.parse()?,
-                failure_action: u.failure_action.parse()?,
-                monitor_ms: or_default(non_negative("update.monitor", u.monitor_ms)?, defaults.monitor_ms),
-                max_failure_ratio: u.max_failure_ratio,
-            }
-        }
-        None => UpdateConfig::default(),
-    };
+    let update = update_config_from_proto("update", spec.update)?;
+    let rollback = update_config_from_proto("rollback", spec.rollback)?;
+    let volumes = spec
+        .volumes
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            Ok(VolumeMount {
+                kind: v.kind.parse().map_err(|_| {
+                    CoreError::invalid(format!("volumes[{i}].kind"), format!("'{}' is not one of volume, bind", v.kind))
+                })?,
+                source: v.source,
+                target: v.target,
+                read_only: v.read_only,
+            })
+        })
+        .collect::<Result<Vec<_>, CoreError>>()?;
+    let depends_on = spec
+        .depends_on
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let condition =
+                d.condition.parse().map_err(|e: CoreError| e.renamed(&format!("depends_on[{i}].condition")))?;
+            Ok(Dependency { service: d.service, condition })
+        })
+        .collect::<Result<Vec<_>, CoreError>>()?;
+    let expose = spec
+        .expose
+        .iter()
+        .enumerate()
+        .map(|(i, p)| port_number(&format!("expose[{i}]"), *p))
+        .collect::<Result<Vec<_>, CoreError>>()?;
     let spec = ServiceSpec {
         name: spec.name,
         image: spec.image,
@@ -101,9 +117,47 @@ pub fn spec_from_proto(spec: pb::ServiceSpec) -> Result<ServiceSpec, CoreError> 
         labels: spec.labels.into_iter().collect(),
         sequential: spec.sequential,
         autoredeploy: spec.autoredeploy,
+        force_redeploy: spec.force_redeploy,
+        rollback,
+        volumes,
+        secrets: spec.secrets.into_iter().map(|s| SecretRef { name: s.name, target: s.target }).collect(),
+        depends_on,
+        virtual_hosts: spec.virtual_hosts,
+        expose,
+        stack: spec.stack,
     };
     spec.validate()?;
     Ok(spec)
+}
+
+/// Zero values on the wire mean "the default", as an unset field would.
+fn update_config_from_proto(section: &str, config: Option<pb::UpdateConfig>) -> Result<UpdateConfig, CoreError> {
+    let defaults = UpdateConfig::default();
+    let Some(u) = config else { return Ok(defaults) };
+    let field = |name: &str| format!("{section}.{name}");
+    Ok(UpdateConfig {
+        parallelism: if u.parallelism == 0 {
+            defaults.parallelism
+        } else {
+            non_negative(&field("parallelism"), u.parallelism)?
+        },
+        delay_ms: non_negative(&field("delay"), u.delay_ms)?,
+        order: u.order.parse().map_err(|e: CoreError| e.renamed(&field("order")))?,
+        failure_action: u.failure_action.parse().map_err(|e: CoreError| e.renamed(&field("failure_action")))?,
+        monitor_ms: or_default(non_negative(&field("monitor"), u.monitor_ms)?, defaults.monitor_ms),
+        max_failure_ratio: u.max_failure_ratio,
+    })
+}
+
+fn update_config_to_proto(config: &UpdateConfig) -> pb::UpdateConfig {
+    pb::UpdateConfig {
+        parallelism: config.parallelism.into(),
+        delay_ms: saturating_i64(config.delay_ms),
+        order: config.order.to_string(),
+        failure_action: config.failure_action.to_string(),
+        monitor_ms: saturating_i64(config.monitor_ms),
+        max_failure_ratio: config.max_failure_ratio,
+    }
 }
 
 fn or_default<T: PartialEq + Default>(value: T, default: T) -> T {
@@ -158,17 +212,35 @@ pub fn spec_to_proto(spec: &ServiceSpec) -> pb::ServiceSpec {
             .iter()
             .map(|l| pb::ServiceLink { service: l.service.clone(), alias: l.alias.clone() })
             .collect(),
-        update: Some(pb::UpdateConfig {
-            parallelism: spec.update.parallelism.into(),
-            delay_ms: saturating_i64(spec.update.delay_ms),
-            order: spec.update.order.to_string(),
-            failure_action: spec.update.failure_action.to_string(),
-            monitor_ms: saturating_i64(spec.update.monitor_ms),
-            max_failure_ratio: spec.update.max_failure_ratio,
-        }),
+        update: Some(update_config_to_proto(&spec.update)),
         labels: spec.labels.clone().into_iter().collect(),
         sequential: spec.sequential,
         autoredeploy: spec.autoredeploy,
+        force_redeploy: spec.force_redeploy,
+        rollback: Some(update_config_to_proto(&spec.rollback)),
+        volumes: spec
+            .volumes
+            .iter()
+            .map(|v| pb::VolumeMount {
+                kind: v.kind.to_string(),
+                source: v.source.clone(),
+                target: v.target.clone(),
+                read_only: v.read_only,
+            })
+            .collect(),
+        secrets: spec
+            .secrets
+            .iter()
+            .map(|s| pb::SecretRef { name: s.name.clone(), target: s.target.clone() })
+            .collect(),
+        depends_on: spec
+            .depends_on
+            .iter()
+            .map(|d| pb::Dependency { service: d.service.clone(), condition: d.condition.to_string() })
+            .collect(),
+        virtual_hosts: spec.virtual_hosts.clone(),
+        expose: spec.expose.iter().map(|p| i64::from(*p)).collect(),
+        stack: spec.stack.clone(),
     }
 }
 

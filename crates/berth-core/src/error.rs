@@ -25,6 +25,15 @@ impl CoreError {
         CoreError::SpecInvalid { field: field.into(), reason: reason.into() }
     }
 
+    /// The same refusal about another field, e.g. `rollback.order` for a
+    /// keyword parsed with the `update.order` field name.
+    pub fn renamed(self, field: &str) -> Self {
+        match self {
+            CoreError::SpecInvalid { reason, .. } => CoreError::SpecInvalid { field: field.to_string(), reason },
+            other => other,
+        }
+    }
+
     pub fn not_found(kind: &str, name: impl Into<String>) -> Self {
         CoreError::NotFound { kind: kind.to_string(), name: name.into() }
     }

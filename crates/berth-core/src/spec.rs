@@ -18,6 +18,8 @@ pub const MIN_MEMORY_BYTES: u64 = 6 * 1024 * 1024;
 pub const MAX_NAME_LEN: usize = 63;
 pub const MAX_ENV_VARS: usize = 1_000;
 pub const MAX_PORTS: usize = 256;
+pub const MAX_VOLUMES: usize = 64;
+pub const MAX_SECRETS_PER_SERVICE: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceSpec {
@@ -41,6 +43,21 @@ pub struct ServiceSpec {
     pub sequential: bool,
     /// Redeploy when the image tag comes to point at a new image.
     pub autoredeploy: bool,
+    /// Bumped by `service redeploy`: a changed counter makes every task
+    /// outdated, so the same spec is rolled out again with fresh containers.
+    pub force_redeploy: u64,
+    /// How a rollback rolls (compose `deploy.rollback_config`).
+    pub rollback: UpdateConfig,
+    pub volumes: Vec<VolumeMount>,
+    pub secrets: Vec<SecretRef>,
+    /// Services whose tasks must run (or be healthy) before this one starts.
+    pub depends_on: Vec<Dependency>,
+    /// Host names the built-in proxy routes to this service (`VIRTUAL_HOST`).
+    pub virtual_hosts: Vec<String>,
+    /// Container ports other services and the proxy reach, without publishing.
+    pub expose: Vec<u16>,
+    /// The stack that owns this service; empty when it stands alone.
+    pub stack: String,
 }
 
 impl ServiceSpec {
@@ -65,6 +82,14 @@ impl ServiceSpec {
             labels: BTreeMap::new(),
             sequential: false,
             autoredeploy: false,
+            force_redeploy: 0,
+            rollback: UpdateConfig::default(),
+            volumes: Vec::new(),
+            secrets: Vec::new(),
+            depends_on: Vec::new(),
+            virtual_hosts: Vec::new(),
+            expose: Vec::new(),
+            stack: String::new(),
         }
     }
 
@@ -132,7 +157,29 @@ impl ServiceSpec {
                 validate_name(&format!("links[{i}].alias"), &link.alias)?;
             }
         }
-        self.update.validate()?;
+        self.update.validate("update")?;
+        self.rollback.validate("rollback")?;
+        self.validate_mounts()?;
+        for (i, dependency) in self.depends_on.iter().enumerate() {
+            validate_name(&format!("depends_on[{i}].service"), &dependency.service)?;
+            if dependency.service == self.name {
+                return Err(CoreError::invalid(
+                    format!("depends_on[{i}].service"),
+                    "a service cannot depend on itself",
+                ));
+            }
+        }
+        for (i, host) in self.virtual_hosts.iter().enumerate() {
+            validate_host_name(&format!("virtual_hosts[{i}]"), host)?;
+        }
+        for (i, port) in self.expose.iter().enumerate() {
+            if *port == 0 {
+                return Err(CoreError::invalid(format!("expose[{i}]"), "must be between 1 and 65535"));
+            }
+        }
+        if !self.stack.is_empty() {
+            validate_name("stack", &self.stack)?;
+        }
         for key in self.labels.keys() {
             if key.is_empty() || key.chars().any(char::is_whitespace) {
                 return Err(CoreError::invalid("labels", format!("key '{key}' must be non-empty without whitespace")));
@@ -163,6 +210,62 @@ impl ServiceSpec {
         Ok(())
     }
 
+    fn validate_mounts(&self) -> Result<(), CoreError> {
+        if self.volumes.len() > MAX_VOLUMES {
+            return Err(CoreError::invalid("volumes", format!("at most {MAX_VOLUMES} volumes")));
+        }
+        let mut targets = BTreeSet::new();
+        for (i, volume) in self.volumes.iter().enumerate() {
+            let field = format!("volumes[{i}]");
+            if volume.source.is_empty() {
+                return Err(CoreError::invalid(format!("{field}.source"), "must not be empty"));
+            }
+            match volume.kind {
+                VolumeKind::Bind if !volume.source.starts_with('/') => {
+                    return Err(CoreError::invalid(
+                        format!("{field}.source"),
+                        format!("bind mount source '{}' must be an absolute path", volume.source),
+                    ));
+                }
+                VolumeKind::Named => validate_name(&format!("{field}.source"), &volume.source)?,
+                VolumeKind::Bind => {}
+            }
+            if !volume.target.starts_with('/') {
+                return Err(CoreError::invalid(
+                    format!("{field}.target"),
+                    format!("'{}' must be an absolute path in the container", volume.target),
+                ));
+            }
+            if !targets.insert(volume.target.as_str()) {
+                return Err(CoreError::invalid(
+                    format!("{field}.target"),
+                    format!("'{}' is mounted twice", volume.target),
+                ));
+            }
+        }
+        if self.secrets.len() > MAX_SECRETS_PER_SERVICE {
+            return Err(CoreError::invalid("secrets", format!("at most {MAX_SECRETS_PER_SERVICE} secrets")));
+        }
+        let mut files = BTreeSet::new();
+        for (i, secret) in self.secrets.iter().enumerate() {
+            validate_name(&format!("secrets[{i}].name"), &secret.name)?;
+            let file = secret.file_name();
+            if file.is_empty() || file.contains('/') || file == "." || file == ".." {
+                return Err(CoreError::invalid(
+                    format!("secrets[{i}].target"),
+                    format!("'{file}' must be a plain file name under /run/secrets"),
+                ));
+            }
+            if !files.insert(file) {
+                return Err(CoreError::invalid(
+                    format!("secrets[{i}].target"),
+                    format!("/run/secrets/{file} is used twice"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn replicas(&self) -> Option<u32> {
         match self.mode {
             ServiceMode::Replicated { replicas } => Some(replicas),
@@ -187,6 +290,19 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), CoreError> {
             field,
             format!("'{name}' must use lowercase letters, digits, '-' and '_', starting with a letter or digit"),
         ));
+    }
+    Ok(())
+}
+
+/// A DNS host name as a proxy matches it against the Host header.
+fn validate_host_name(field: &str, host: &str) -> Result<(), CoreError> {
+    let labels_ok = host.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= MAX_NAME_LEN
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '*')
+    });
+    if host.is_empty() || host.len() > 253 || !labels_ok {
+        return Err(CoreError::invalid(field, format!("'{host}' is not a host name")));
     }
     Ok(())
 }
@@ -474,15 +590,65 @@ impl Default for UpdateConfig {
 }
 
 impl UpdateConfig {
-    fn validate(&self) -> Result<(), CoreError> {
+    /// `section` is "update" or "rollback", as the field names spell it.
+    fn validate(&self, section: &str) -> Result<(), CoreError> {
         if !(0.0..=1.0).contains(&self.max_failure_ratio) {
             return Err(CoreError::invalid(
-                "update.max_failure_ratio",
+                format!("{section}.max_failure_ratio"),
                 format!("{} is not between 0 and 1", self.max_failure_ratio),
             ));
         }
         Ok(())
     }
+}
+
+keyword_enum!(
+    /// A Docker named volume (created on the node on first use), or a host path.
+    VolumeKind, "volumes.kind", default Named => "volume", {
+        Bind => "bind",
+    }
+);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMount {
+    pub kind: VolumeKind,
+    /// The volume name, or the host path of a bind mount.
+    pub source: String,
+    /// Where it appears in the container.
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// A secret a service uses, mounted at `/run/secrets/<target or name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRef {
+    pub name: String,
+    /// File name under /run/secrets; empty means the secret's name.
+    pub target: String,
+}
+
+impl SecretRef {
+    pub fn file_name(&self) -> &str {
+        if self.target.is_empty() {
+            &self.name
+        } else {
+            &self.target
+        }
+    }
+}
+
+keyword_enum!(
+    /// What a dependency must reach before the dependent service starts.
+    DependencyCondition, "depends_on.condition", default Started => "service_started", {
+        Healthy => "service_healthy",
+        Completed => "service_completed_successfully",
+    }
+);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dependency {
+    pub service: String,
+    pub condition: DependencyCondition,
 }
 
 /// Converts a signed wire integer to an unsigned domain value, naming the
@@ -500,6 +666,10 @@ mod tests {
 
     fn valid() -> ServiceSpec {
         ServiceSpec::new("web", "busybox:latest")
+    }
+
+    fn volume(kind: VolumeKind, source: &str, target: &str) -> VolumeMount {
+        VolumeMount { kind, source: source.into(), target: target.into(), read_only: false }
     }
 
     fn field_of(spec: &ServiceSpec) -> String {
@@ -544,6 +714,35 @@ mod tests {
                 Box::new(|s| s.links.push(ServiceLink { service: "web".into(), alias: String::new() })),
             ),
             ("update.max_failure_ratio", Box::new(|s| s.update.max_failure_ratio = 1.5)),
+            ("rollback.max_failure_ratio", Box::new(|s| s.rollback.max_failure_ratio = -0.5)),
+            ("volumes[0].source", Box::new(|s| s.volumes.push(volume(VolumeKind::Bind, "relative", "/data")))),
+            ("volumes[0].source", Box::new(|s| s.volumes.push(volume(VolumeKind::Named, "Bad Name", "/data")))),
+            ("volumes[0].target", Box::new(|s| s.volumes.push(volume(VolumeKind::Named, "data", "data")))),
+            (
+                "volumes[1].target",
+                Box::new(|s| {
+                    s.volumes = vec![volume(VolumeKind::Named, "a", "/d"), volume(VolumeKind::Bind, "/srv", "/d")]
+                }),
+            ),
+            ("secrets[0].target", Box::new(|s| s.secrets.push(SecretRef { name: "db".into(), target: "../x".into() }))),
+            (
+                "secrets[1].target",
+                Box::new(|s| {
+                    s.secrets = vec![
+                        SecretRef { name: "a".into(), target: "key".into() },
+                        SecretRef { name: "key".into(), target: String::new() },
+                    ]
+                }),
+            ),
+            (
+                "depends_on[0].service",
+                Box::new(|s| {
+                    s.depends_on.push(Dependency { service: "web".into(), condition: DependencyCondition::Healthy })
+                }),
+            ),
+            ("virtual_hosts[0]", Box::new(|s| s.virtual_hosts.push("bad host".into()))),
+            ("expose[0]", Box::new(|s| s.expose.push(0))),
+            ("stack", Box::new(|s| s.stack = "My Stack".into())),
         ];
         for (field, mutate) in cases {
             let mut spec = valid();

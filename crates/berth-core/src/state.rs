@@ -376,12 +376,15 @@ impl ClusterState {
                 let dependents: Vec<&str> = self
                     .services
                     .values()
-                    .filter(|s| s.spec.links.iter().any(|l| l.service == *name))
+                    .filter(|s| {
+                        s.spec.links.iter().any(|l| l.service == *name)
+                            || s.spec.depends_on.iter().any(|d| d.service == *name)
+                    })
                     .map(|s| s.spec.name.as_str())
                     .collect();
                 if !dependents.is_empty() {
                     return Err(CoreError::Conflict(format!(
-                        "service '{name}' is linked from {}; remove or update those first",
+                        "service '{name}' is linked from or depended on by {}; remove or update those first",
                         dependents.join(", ")
                     )));
                 }
@@ -398,6 +401,14 @@ impl ClusterState {
                 return Err(CoreError::invalid(
                     format!("links[{i}].service"),
                     format!("service '{}' does not exist", link.service),
+                ));
+            }
+        }
+        for (i, dependency) in spec.depends_on.iter().enumerate() {
+            if !self.service_ids.contains_key(&dependency.service) {
+                return Err(CoreError::invalid(
+                    format!("depends_on[{i}].service"),
+                    format!("service '{}' does not exist", dependency.service),
                 ));
             }
         }
