@@ -52,6 +52,7 @@ fn layers() -> BTreeMap<&'static str, u8> {
         ("berth-api", 1),
         ("berth-store", 1),
         ("berth-scheduler", 1),
+        ("berth-proxy", 1),
         ("berth-compose", 1),
         ("berth-manager", 2),
         ("berth-agent", 2),

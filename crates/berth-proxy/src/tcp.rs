@@ -1,0 +1,122 @@
+//! The plain TCP proxy: one listener per routed port; each accepted
+//! connection goes to a backend of the port's route (another one when the
+//! connect fails) and bytes are copied both ways until either side closes.
+//! Closing a listener leaves the connections it accepted running.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, debug_span, warn, Instrument};
+
+use crate::backend::connect_tcp;
+use crate::balance::Failed;
+use crate::http::ACCEPT_ERROR_BACKOFF_MS;
+use crate::live::LiveTable;
+
+/// Backends tried for one TCP connection before it is closed.
+pub const MAX_CONNECT_ATTEMPTS_PER_CONNECTION: usize = 3;
+
+/// Connections proxied at once per TCP port; past this the listener stops
+/// accepting and new clients wait in the kernel's backlog.
+pub const MAX_TCP_CONNECTIONS_PER_PORT: usize = 16_384;
+
+/// The kernel's queue of connections not yet accepted, per listener.
+pub const LISTEN_BACKLOG: u32 = 1_024;
+
+/// A listening socket with SO_REUSEADDR, so a port closed and routed again
+/// binds at once despite connections still in TIME_WAIT.
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Accepts on `listener` for the route of `port` until `stop_listening`;
+/// the connections run on until they close or `shutdown`.
+pub(crate) async fn serve_port(
+    port: u16,
+    listener: TcpListener,
+    table: Arc<ArcSwap<LiveTable>>,
+    stop_listening: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS_PER_PORT));
+    loop {
+        let slot = tokio::select! {
+            _ = stop_listening.cancelled() => return,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+        };
+        let (client, peer) = tokio::select! {
+            _ = stop_listening.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!(port, %error, "accepting a TCP client failed");
+                    tokio::time::sleep(Duration::from_millis(ACCEPT_ERROR_BACKOFF_MS)).await;
+                    continue;
+                }
+            },
+        };
+        let table = Arc::clone(&table);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            proxy_connection(port, client, peer, &table, &shutdown).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn proxy_connection(
+    port: u16,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    table: &ArcSwap<LiveTable>,
+    shutdown: &CancellationToken,
+) {
+    let Some(route) = table.load().tcp_route(port).cloned() else {
+        debug!(port, %peer, "port left the route table; closing the connection");
+        return;
+    };
+    if let Err(error) = client.set_nodelay(true) {
+        debug!(port, %peer, %error, "TCP_NODELAY not set");
+    }
+    let mut failed = Failed::<MAX_CONNECT_ATTEMPTS_PER_CONNECTION>::default();
+    for _ in 0..MAX_CONNECT_ATTEMPTS_PER_CONNECTION {
+        let Some((index, backend)) = route.choose(|i| failed.contains(i)) else { break };
+        let in_flight = backend.start();
+        let mut upstream = match connect_tcp(backend.addr()).await {
+            Ok(upstream) => upstream,
+            Err(error) => {
+                warn!(route = %route.name, backend = %backend.addr(), task = %backend.backend.id, %error,
+                    "backend unreachable; trying another");
+                failed.push(index);
+                continue;
+            }
+        };
+        let span = debug_span!("tcp", route = %route.name, backend = %backend.addr(), client = %peer);
+        async {
+            tokio::select! {
+                copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match copied {
+                    Ok((sent, received)) => debug!(sent, received, "connection closed"),
+                    Err(error) => debug!(%error, "connection ended with an error"),
+                },
+                _ = shutdown.cancelled() => debug!("proxy shutting down; connection closed"),
+            }
+        }
+        .instrument(span)
+        .await;
+        drop(in_flight);
+        return;
+    }
+    warn!(route = %route.name, %peer, "no backend accepted the connection; closing it");
+}
