@@ -103,7 +103,9 @@ impl Diagnostics {
         }
     }
 
-    pub fn into_warnings(self, file_name: &str) -> Vec<Warning> {
+    /// The warnings in file order, as a compiler lists them.
+    pub fn into_warnings(mut self, file_name: &str) -> Vec<Warning> {
+        self.warnings.sort_by_key(|(pos, _)| *pos);
         self.warnings
             .into_iter()
             .map(|(pos, message)| Warning {

@@ -258,8 +258,11 @@ impl<'a> ServiceReader<'a> {
         }
     }
 
+    /// Hosts from `VIRTUAL_HOST` and `x-berth.virtual_host`, in file order, once each.
     fn finish_virtual_hosts(&mut self) {
-        for (host, pos) in std::mem::take(&mut self.virtual_hosts) {
+        let mut hosts = std::mem::take(&mut self.virtual_hosts);
+        hosts.sort_by_key(|(_, pos)| *pos);
+        for (host, pos) in hosts {
             if !self.spec.virtual_hosts.contains(&host) {
                 self.mark(format!("virtual_hosts[{}]", self.spec.virtual_hosts.len()), pos);
                 self.spec.virtual_hosts.push(host);
