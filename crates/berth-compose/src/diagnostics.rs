@@ -20,7 +20,8 @@ impl Position {
     }
 }
 
-/// Why a stack file cannot be deployed, and where.
+/// Why a stack file cannot be deployed, and where: `line` and `column`
+/// start at 1, and are both 0 for the file as a whole (its size, the stack name).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}{message}", location(.file_name, .line, .column))]
 pub struct ComposeError {

@@ -6,6 +6,12 @@
 //! Invariant: pure. No network, no Docker, no clock; files (env files) are
 //! read only through the closure the caller passes, and variables come only
 //! from the caller's `env`. Parsing never panics, whatever the input.
+//!
+//! The YAML becomes a positioned tree (`yaml`, with `interpolate` applied to
+//! every value); `declarations` reads the top-level volumes and secrets;
+//! `service` walks each service's keys and hands them to `ports`, `mounts`,
+//! `environment`, `health`, `deploy` and `extensions` (Tutum's keys and
+//! `x-berth`), then validates the spec and maps a failure back to its key.
 
 mod declarations;
 mod deploy;
@@ -25,13 +31,13 @@ use std::path::{Path, PathBuf};
 
 use berth_core::ServiceSpec;
 
-pub use diagnostics::{ComposeError, Position, Warning};
+pub use diagnostics::{ComposeError, Warning};
 pub use environment::{parse_env_file, EnvFileError};
 pub use interpolate::MAX_INTERPOLATION_NESTING;
 pub use yaml::{MAX_ALIAS_NODES, MAX_YAML_NESTING};
 
 use declarations::Declarations;
-use diagnostics::{Diagnostics, Located, Result};
+use diagnostics::{Diagnostics, Located, Position, Result};
 use service::{ServiceReader, StackContext};
 use yaml::{Entry, Node};
 
