@@ -10,10 +10,10 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use bollard::query_parameters::{KillContainerOptions, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
 use bollard::Docker;
 
@@ -145,6 +145,52 @@ impl Engine {
             .kill_container(container_id, Some(options))
             .await
             .with_context(|| format!("docker kill {container_id}"))
+    }
+
+    /// Builds `tag` from the test image with a `marker` label, as a user's
+    /// `docker build` would (so the engine announces the tag); returns the
+    /// new image's id.
+    pub async fn build_from_test_image(&self, tag: &str, marker: &str) -> Result<String> {
+        use tokio::io::AsyncWriteExt;
+        let dockerfile = format!("FROM {TEST_IMAGE}\nLABEL berth.test.marker={marker}\n");
+        let mut child = tokio::process::Command::new("docker")
+            .args(["build", "-q", "-t", tag, "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running docker build")?;
+        let mut stdin = child.stdin.take().context("docker build stdin")?;
+        stdin.write_all(dockerfile.as_bytes()).await.context("writing the Dockerfile")?;
+        drop(stdin);
+        let output = child.wait_with_output().await.context("waiting for docker build")?;
+        if !output.status.success() {
+            bail!("docker build -t {tag} failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        ensure!(id.starts_with("sha256:"), "docker build printed no image id: {id:?}");
+        Ok(id)
+    }
+
+    /// The id of the image a container was created from.
+    pub async fn container_image_id(&self, container_id: &str) -> Result<String> {
+        let inspected = self
+            .docker
+            .inspect_container(container_id, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+            .with_context(|| format!("docker inspect {container_id}"))?;
+        inspected.image.context("the container has no image id")
+    }
+
+    /// Removes an image tag (and the image, when nothing else uses it).
+    pub async fn remove_image(&self, image: &str) -> Result<()> {
+        let output = tokio::process::Command::new("docker")
+            .args(["rmi", "-f", image])
+            .output()
+            .await
+            .context("running docker rmi")?;
+        ensure!(output.status.success(), "docker rmi {image}: {}", String::from_utf8_lossy(&output.stderr));
+        Ok(())
     }
 
     /// Force-removes every container of the nodes with these ids; returns how

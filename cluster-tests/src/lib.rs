@@ -36,6 +36,7 @@ use tonic::transport::{Channel, Endpoint};
 pub mod agent;
 pub mod docker;
 pub mod process;
+pub mod sampler;
 pub mod workload;
 
 pub use agent::{Agent, AgentOpts};

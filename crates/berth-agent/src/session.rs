@@ -10,13 +10,14 @@ use std::time::Duration;
 use berth_api::{reported_state_text, task_from_assignment};
 use berth_proto::v1 as pb;
 use berth_proto::v1::dispatcher_client::DispatcherClient;
+use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::executor::{Executor, StatusReport};
-use crate::runtime::Runtime;
+use crate::runtime::{ImageTagged, Runtime};
 use crate::AgentError;
 
 pub const CONNECT_TIMEOUT_MS: u64 = 500;
@@ -27,6 +28,9 @@ pub const RECONNECT_MAX_MS: u64 = 1_000;
 pub const OUTBOUND_BUFFER: usize = 256;
 /// Status reports per message.
 pub const MAX_REPORTS_PER_MESSAGE: usize = 500;
+/// Image tag changes held while no session is up; older ones are dropped
+/// first (only the latest id of a tag matters).
+pub const MAX_PENDING_IMAGE_CHANGES: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -56,6 +60,7 @@ pub async fn run(
         return Err(AgentError::Config("at least one manager address is needed (--manager)".into()));
     }
     let mut executor: Option<Executor> = None;
+    let images = Arc::new(tokio::sync::Mutex::new(watch_images(runtime.clone(), shutdown.clone())));
     let mut next = 0usize;
     let mut redirect: Option<String> = None;
     let mut backoff = RECONNECT_MIN_MS;
@@ -66,7 +71,7 @@ pub async fn run(
         });
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            outcome = session(&addr, &config, &runtime, &mut executor, &shutdown) => outcome,
+            outcome = session(&addr, &config, &runtime, &mut executor, &images, &shutdown) => outcome,
         };
         match outcome {
             Ok(SessionEnd::Redirect(leader)) => {
@@ -101,6 +106,7 @@ async fn session(
     config: &AgentConfig,
     runtime: &Arc<dyn Runtime>,
     executor: &mut Option<Executor>,
+    images: &ImageChanges,
     shutdown: &CancellationToken,
 ) -> Result<SessionEnd, AgentError> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
@@ -160,8 +166,14 @@ async fn session(
     // this future (shutdown), or it would hold the stream open.
     let _stop_forwarder = ended.clone().drop_guard();
     let sender = tokio::spawn(
-        forward_reports_and_heartbeats(exec.clone(), tx, Duration::from_millis(heartbeat_ms), ended.clone())
-            .instrument(span.clone()),
+        forward_reports_and_heartbeats(
+            exec.clone(),
+            images.clone(),
+            tx,
+            Duration::from_millis(heartbeat_ms),
+            ended.clone(),
+        )
+        .instrument(span.clone()),
     );
     let result = async {
         loop {
@@ -212,16 +224,52 @@ async fn send_reports(tx: &mpsc::Sender<pb::AgentMessage>, reports: Vec<StatusRe
     Ok(())
 }
 
+/// Image tag changes seen on the engine, waiting for a session to carry them.
+type ImageChanges = Arc<tokio::sync::Mutex<mpsc::Receiver<ImageTagged>>>;
+
+/// Follows the engine's image tags for the agent's whole life, so a retag
+/// while no manager answers is still reported once one does.
+fn watch_images(runtime: Arc<dyn Runtime>, shutdown: CancellationToken) -> mpsc::Receiver<ImageTagged> {
+    let (tx, rx) = mpsc::channel(MAX_PENDING_IMAGE_CHANGES);
+    let mut events = runtime.image_events();
+    tokio::spawn(async move {
+        loop {
+            let tagged = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                tagged = events.next() => match tagged {
+                    Some(tagged) => tagged,
+                    None => return,
+                },
+            };
+            if let Err(mpsc::error::TrySendError::Full(tagged)) = tx.try_send(tagged) {
+                warn!(image = %tagged.image, "too many image changes queued; dropping this one");
+            }
+        }
+    });
+    rx
+}
+
 async fn forward_reports_and_heartbeats(
     exec: Executor,
+    images: ImageChanges,
     tx: mpsc::Sender<pb::AgentMessage>,
     period: Duration,
     ended: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(period);
+    // This session's forwarder is the only reader while it lives.
+    let mut images = images.lock().await;
     loop {
         tokio::select! {
             _ = ended.cancelled() => return,
+            Some(tagged) = images.recv() => {
+                let change = pb::ImageChanged { image: tagged.image, image_id: tagged.image_id };
+                let message = pb::AgentMessage { body: Some(pb::agent_message::Body::ImageChanged(change)) };
+                if tx.send(message).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             _ = ticker.tick() => {
                 let heartbeat = pb::AgentMessage { body: Some(pb::agent_message::Body::Heartbeat(pb::Heartbeat {})) };
                 if tx.send(heartbeat).await.is_err() {

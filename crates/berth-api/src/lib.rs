@@ -4,8 +4,8 @@
 
 use berth_core::{
     non_negative, CoreError, Dependency, DesiredState, EnvVar, Health, HealthCheck, Node, PortMapping, Resources,
-    RestartPolicy, SecretRef, Service, ServiceLink, ServiceMode, ServiceSpec, Strategy, Task, TaskState, UpdateConfig,
-    VolumeMount,
+    RestartPolicy, RolloutProgress, SecretRef, Service, ServiceLink, ServiceMode, ServiceSpec, Strategy, Task,
+    TaskState, UpdateConfig, VolumeMount,
 };
 use berth_proto::v1 as pb;
 
@@ -130,33 +130,33 @@ pub fn spec_from_proto(spec: pb::ServiceSpec) -> Result<ServiceSpec, CoreError> 
     Ok(spec)
 }
 
-/// Zero values on the wire mean "the default", as an unset field would.
+/// Unset fields on the wire take the defaults.
 fn update_config_from_proto(section: &str, config: Option<pb::UpdateConfig>) -> Result<UpdateConfig, CoreError> {
     let defaults = UpdateConfig::default();
     let Some(u) = config else { return Ok(defaults) };
     let field = |name: &str| format!("{section}.{name}");
+    let number = |name: &str, value: Option<i64>, default: u64| -> Result<u64, CoreError> {
+        value.map_or(Ok(default), |v| non_negative(&field(name), v))
+    };
     Ok(UpdateConfig {
-        parallelism: if u.parallelism == 0 {
-            defaults.parallelism
-        } else {
-            non_negative(&field("parallelism"), u.parallelism)?
-        },
-        delay_ms: non_negative(&field("delay"), u.delay_ms)?,
+        parallelism: u32::try_from(number("parallelism", u.parallelism, defaults.parallelism.into())?)
+            .map_err(|_| CoreError::invalid(field("parallelism"), "is too large"))?,
+        delay_ms: number("delay", u.delay_ms, defaults.delay_ms)?,
         order: u.order.parse().map_err(|e: CoreError| e.renamed(&field("order")))?,
         failure_action: u.failure_action.parse().map_err(|e: CoreError| e.renamed(&field("failure_action")))?,
-        monitor_ms: or_default(non_negative(&field("monitor"), u.monitor_ms)?, defaults.monitor_ms),
-        max_failure_ratio: u.max_failure_ratio,
+        monitor_ms: number("monitor", u.monitor_ms, defaults.monitor_ms)?,
+        max_failure_ratio: u.max_failure_ratio.unwrap_or(defaults.max_failure_ratio),
     })
 }
 
 fn update_config_to_proto(config: &UpdateConfig) -> pb::UpdateConfig {
     pb::UpdateConfig {
-        parallelism: config.parallelism.into(),
-        delay_ms: saturating_i64(config.delay_ms),
+        parallelism: Some(config.parallelism.into()),
+        delay_ms: Some(saturating_i64(config.delay_ms)),
         order: config.order.to_string(),
         failure_action: config.failure_action.to_string(),
-        monitor_ms: saturating_i64(config.monitor_ms),
-        max_failure_ratio: config.max_failure_ratio,
+        monitor_ms: Some(saturating_i64(config.monitor_ms)),
+        max_failure_ratio: Some(config.max_failure_ratio),
     }
 }
 
@@ -350,7 +350,8 @@ pub fn health_from_text(text: &str) -> Result<Health, CoreError> {
     })
 }
 
-pub fn service_to_proto(service: &Service) -> pb::Service {
+/// `progress` is read off the service's tasks by the caller, who has them.
+pub fn service_to_proto(service: &Service, progress: RolloutProgress) -> pb::Service {
     pb::Service {
         id: service.id.clone(),
         name: service.spec.name.clone(),
@@ -358,6 +359,18 @@ pub fn service_to_proto(service: &Service) -> pb::Service {
         version: service.version,
         created_at_ms: service.created_at_ms,
         updated_at_ms: service.updated_at_ms,
+        previous_spec: service.previous_spec.as_ref().map(spec_to_proto),
+        rollout: service.rollout.as_ref().map(|r| pb::Rollout {
+            kind: r.kind.to_string(),
+            state: r.state.to_string(),
+            started_at_ms: r.started_at_ms,
+            finished_at_ms: r.finished_at_ms,
+            message: r.message.clone(),
+            slots: progress.slots,
+            updated: progress.updated,
+            in_flight: progress.in_flight,
+            failed: progress.failed,
+        }),
     }
 }
 

@@ -26,6 +26,10 @@ pub const DEFAULT_UP_DATA_DIR: &str = "./.berth/up";
 /// when `--timeout` is not given: long enough for a local image to start
 /// on a busy host, short enough that a stuck deployment is reported.
 pub const DEFAULT_PROGRESS_TIMEOUT: &str = "60s";
+/// How long a rollout is followed without `--timeout`: the cluster ends a
+/// stuck rollout by itself (a task stuck past its deadline is a failure),
+/// so this only bounds a very long one.
+pub const DEFAULT_ROLLOUT_TIMEOUT: &str = "15m";
 /// The availabilities `node update --availability` accepts.
 pub const AVAILABILITIES: &[&str] = &["active", "pause", "drain"];
 
@@ -235,8 +239,23 @@ pub enum ServiceCommand {
         output: OutputFormat,
     },
     /// Change some of a service's settings; the others keep their values.
-    /// Waits until its tasks run, unless --detach.
+    /// A change to what the tasks run rolls out one batch at a time; waits
+    /// until the rollout ends, unless --detach.
     Update(UpdateArgs),
+    /// Replace every task with a fresh one running the same spec, rolling
+    /// as the update settings say; waits until done, unless --detach.
+    Redeploy {
+        name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Roll back to the spec before the last update, rolling; waits until
+    /// done, unless --detach.
+    Rollback {
+        name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// Set the number of replicas of one or more services, and wait until
     /// that many run (unless --detach).
     Scale {
@@ -294,10 +313,18 @@ pub struct WaitArgs {
     /// the tasks to run.
     #[arg(long, short)]
     pub detach: bool,
-    /// Give up waiting for the tasks after this long, e.g. 2m (the change
-    /// itself stays).
-    #[arg(long, value_name = "DURATION", default_value = DEFAULT_PROGRESS_TIMEOUT, value_parser = parse::duration_ms)]
-    pub timeout: i64,
+    /// Give up waiting after this long, e.g. 2m (the change itself stays)
+    /// [default: 60s for tasks to start, 15m for a rollout].
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration_ms)]
+    pub timeout: Option<i64>,
+}
+
+impl WaitArgs {
+    /// The wait, or `default` when --timeout was not given.
+    pub fn timeout_or(&self, default: &str) -> std::time::Duration {
+        let ms = self.timeout.or_else(|| parse::duration_ms(default).ok()).unwrap_or(0);
+        std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -413,6 +440,10 @@ pub struct ServiceFlags {
     /// How long a new task is watched before it counts as updated, e.g. 5s.
     #[arg(long, value_name = "DURATION", value_parser = parse::duration_ms)]
     pub update_monitor: Option<i64>,
+    /// Share of new tasks that may fail before the failure action is taken,
+    /// between 0 and 1.
+    #[arg(long, value_name = "F")]
+    pub update_max_failure_ratio: Option<f64>,
     /// A label on the service and its containers (repeatable); replaces a
     /// label of the same key.
     #[arg(long = "label", short = 'l', value_name = "KEY=VALUE", value_parser = parse::label)]

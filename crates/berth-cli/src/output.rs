@@ -111,7 +111,66 @@ pub fn service_json(service: &proto::Service) -> Value {
         "created_at_ms": service.created_at_ms,
         "updated_at_ms": service.updated_at_ms,
         "spec": spec_json(&spec),
+        "previous_spec": service.previous_spec.as_ref().map(spec_json),
+        "rollout": service.rollout.as_ref().map(|r| json!({
+            "kind": r.kind,
+            "state": r.state,
+            "started_at_ms": r.started_at_ms,
+            "finished_at_ms": r.finished_at_ms,
+            "message": r.message,
+            "slots": r.slots,
+            "updated": r.updated,
+            "in_flight": r.in_flight,
+            "failed": r.failed,
+        })),
     })
+}
+
+fn update_config_json(u: &proto::UpdateConfig) -> Value {
+    let defaults = berth_core::UpdateConfig::default();
+    json!({
+        "parallelism": u.parallelism.unwrap_or(defaults.parallelism.into()),
+        "delay_ms": u.delay_ms.unwrap_or_default(),
+        "order": keyword::<UpdateOrder>(&u.order),
+        "failure_action": keyword::<FailureAction>(&u.failure_action),
+        "monitor_ms": u.monitor_ms.unwrap_or_else(|| i64::try_from(defaults.monitor_ms).unwrap_or(i64::MAX)),
+        "max_failure_ratio": u.max_failure_ratio.unwrap_or_default(),
+    })
+}
+
+fn update_config_text(u: &proto::UpdateConfig) -> String {
+    let defaults = berth_core::UpdateConfig::default();
+    let parallelism = match u.parallelism.unwrap_or(defaults.parallelism.into()) {
+        0 => "all".to_string(),
+        n => n.to_string(),
+    };
+    let monitor = u.monitor_ms.unwrap_or_else(|| i64::try_from(defaults.monitor_ms).unwrap_or(i64::MAX));
+    let mut text = format!(
+        "{parallelism} at a time, {} apart, {}, on failure {}, monitor {}",
+        duration(u.delay_ms.unwrap_or_default()),
+        keyword::<UpdateOrder>(&u.order),
+        keyword::<FailureAction>(&u.failure_action),
+        duration(monitor)
+    );
+    if let Some(ratio) = u.max_failure_ratio.filter(|r| *r > 0.0) {
+        text.push_str(&format!(", tolerating {:.0}% failures", ratio * 100.0));
+    }
+    text
+}
+
+/// `update rolling: 3/6 updated, 1 starting, 0 failed`, and why it stopped.
+pub fn rollout_text(rollout: &proto::Rollout) -> String {
+    let mut text = format!("{} {}: {}/{} updated", rollout.kind, rollout.state, rollout.updated, rollout.slots);
+    if rollout.in_flight > 0 {
+        text.push_str(&format!(", {} starting", rollout.in_flight));
+    }
+    if rollout.failed > 0 {
+        text.push_str(&format!(", {} failed", rollout.failed));
+    }
+    if !rollout.message.is_empty() {
+        text.push_str(&format!(" ({})", rollout.message));
+    }
+    text
 }
 
 pub fn spec_json(spec: &proto::ServiceSpec) -> Value {
@@ -154,17 +213,29 @@ pub fn spec_json(spec: &proto::ServiceSpec) -> Value {
             "service": l.service,
             "alias": if l.alias.is_empty() { &l.service } else { &l.alias },
         })).collect::<Vec<_>>(),
-        "update": spec.update.as_ref().map(|u| json!({
-            "parallelism": u.parallelism,
-            "delay_ms": u.delay_ms,
-            "order": keyword::<UpdateOrder>(&u.order),
-            "failure_action": keyword::<FailureAction>(&u.failure_action),
-            "monitor_ms": u.monitor_ms,
-            "max_failure_ratio": u.max_failure_ratio,
-        })),
+        "update": spec.update.as_ref().map(update_config_json),
+        "rollback": spec.rollback.as_ref().map(update_config_json),
         "labels": labels,
         "sequential": spec.sequential,
         "autoredeploy": spec.autoredeploy,
+        "force_redeploy": spec.force_redeploy,
+        "volumes": spec.volumes.iter().map(|v| json!({
+            "kind": if v.kind.is_empty() { "volume" } else { v.kind.as_str() },
+            "source": v.source,
+            "target": v.target,
+            "read_only": v.read_only,
+        })).collect::<Vec<_>>(),
+        "secrets": spec.secrets.iter().map(|s| json!({
+            "name": s.name,
+            "target": if s.target.is_empty() { &s.name } else { &s.target },
+        })).collect::<Vec<_>>(),
+        "depends_on": spec.depends_on.iter().map(|d| json!({
+            "service": d.service,
+            "condition": if d.condition.is_empty() { "service_started" } else { d.condition.as_str() },
+        })).collect::<Vec<_>>(),
+        "virtual_hosts": spec.virtual_hosts,
+        "expose": spec.expose,
+        "stack": if spec.stack.is_empty() { Value::Null } else { Value::from(spec.stack.clone()) },
     })
 }
 
@@ -276,7 +347,7 @@ fn or_none(text: String) -> String {
 }
 
 pub fn services_table(services: &[proto::Service]) -> Table {
-    let mut table = table(&["NAME", "ID", "IMAGE", "MODE", "STRATEGY", "PORTS", "VERSION", "UPDATED"]);
+    let mut table = table(&["NAME", "ID", "IMAGE", "MODE", "STRATEGY", "PORTS", "ROLLOUT", "VERSION", "UPDATED"]);
     for service in services {
         let spec = service.spec.clone().unwrap_or_default();
         table.add_row(vec![
@@ -286,6 +357,7 @@ pub fn services_table(services: &[proto::Service]) -> Table {
             mode_text(&spec),
             keyword::<Strategy>(&spec.strategy),
             or_dash(ports_text(&spec)),
+            service.rollout.as_ref().map_or_else(|| "-".to_string(), |r| format!("{} {}", r.kind, r.state)),
             service.version.to_string(),
             timestamp(service.updated_at_ms),
         ]);
@@ -315,19 +387,8 @@ pub fn service_details(service: &proto::Service) -> Table {
             )
         },
     );
-    let update = spec.update.as_ref().map_or_else(
-        || "default".to_string(),
-        |u| {
-            format!(
-                "{} at a time, {} apart, {}, on failure {}, monitor {}",
-                u.parallelism,
-                duration(u.delay_ms),
-                keyword::<UpdateOrder>(&u.order),
-                keyword::<FailureAction>(&u.failure_action),
-                duration(u.monitor_ms)
-            )
-        },
-    );
+    let update = spec.update.as_ref().map_or_else(|| "default".to_string(), update_config_text);
+    let rollback = spec.rollback.as_ref().map_or_else(|| "default".to_string(), update_config_text);
     let restart = match spec.restart_max_attempts {
         0 => keyword::<RestartCondition>(&spec.restart),
         max => format!("{} (at most {max} attempts)", keyword::<RestartCondition>(&spec.restart)),
@@ -359,6 +420,15 @@ pub fn service_details(service: &proto::Service) -> Table {
         ("Memory", memory(spec.memory_bytes)),
         ("Links", or_none(links)),
         ("Update", update),
+        ("Rollback", rollback),
+        (
+            "Rollout",
+            service.rollout.as_ref().map_or_else(
+                || "none".to_string(),
+                |r| format!("{}, started {}", rollout_text(r), timestamp(r.started_at_ms)),
+            ),
+        ),
+        ("Previous image", service.previous_spec.as_ref().map_or_else(|| "none".to_string(), |p| p.image.clone())),
         ("Labels", or_none(labels)),
         ("Sequential", yes_no(spec.sequential).to_string()),
         ("Autoredeploy", yes_no(spec.autoredeploy).to_string()),
@@ -630,6 +700,8 @@ mod tests {
                 memory_bytes: 512 << 20,
                 ..Default::default()
             }),
+            previous_spec: None,
+            rollout: None,
         }
     }
 

@@ -283,6 +283,41 @@ pub fn summary(goal: &Goal, progress: &Progress, elapsed: Duration) -> String {
     format!("{} in {:.1}s", status_line(goal, progress), elapsed.as_secs_f64())
 }
 
+/// Where a rollout stands, as the manager reports it on the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RolloutVerdict {
+    Rolling,
+    Completed,
+    /// Stopped by a failure: why.
+    Paused(String),
+    /// The update failed and the service went back to its previous spec: why.
+    RolledBack(String),
+}
+
+pub fn rollout_verdict(rollout: &proto::Rollout) -> RolloutVerdict {
+    match (rollout.kind.as_str(), rollout.state.as_str()) {
+        (AUTOMATIC_ROLLBACK, "completed") => RolloutVerdict::RolledBack(rollout.message.clone()),
+        (_, "completed") => RolloutVerdict::Completed,
+        (_, "paused") => RolloutVerdict::Paused(rollout.message.clone()),
+        _ => RolloutVerdict::Rolling,
+    }
+}
+
+const AUTOMATIC_ROLLBACK: &str = "automatic rollback";
+
+/// `web: update: 3/6 updated, 1 starting`.
+pub fn rollout_line(service: &str, rollout: &proto::Rollout) -> String {
+    let verb = if rollout.kind == AUTOMATIC_ROLLBACK { "rolling back" } else { rollout.kind.as_str() };
+    let mut text = format!("{service}: {verb}: {}/{} updated", rollout.updated, rollout.slots);
+    if rollout.in_flight > 0 {
+        text.push_str(&format!(", {} starting", rollout.in_flight));
+    }
+    if rollout.failed > 0 {
+        text.push_str(&format!(", {} failed", rollout.failed));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -528,5 +563,34 @@ mod tests {
         let g = Goal::new(&service(Some(4)), &[]);
         assert_eq!(g.target, Target::Replicas(4));
         assert_eq!(g.restart, RestartCondition::OnFailure);
+    }
+
+    fn rollout(kind: &str, state: &str, message: &str) -> proto::Rollout {
+        proto::Rollout {
+            kind: kind.into(),
+            state: state.into(),
+            message: message.into(),
+            slots: 6,
+            updated: 3,
+            in_flight: 1,
+            failed: 1,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn rollout_verdicts_follow_kind_and_state() {
+        assert_eq!(rollout_verdict(&rollout("update", "rolling", "")), RolloutVerdict::Rolling);
+        assert_eq!(rollout_verdict(&rollout("redeploy", "completed", "")), RolloutVerdict::Completed);
+        assert_eq!(rollout_verdict(&rollout("update", "paused", "why")), RolloutVerdict::Paused("why".into()));
+        assert_eq!(rollout_verdict(&rollout("automatic rollback", "rolling", "x")), RolloutVerdict::Rolling);
+        assert_eq!(
+            rollout_verdict(&rollout("automatic rollback", "completed", "why")),
+            RolloutVerdict::RolledBack("why".into())
+        );
+        assert_eq!(
+            rollout_line("web", &rollout("automatic rollback", "rolling", "")),
+            "web: rolling back: 3/6 updated, 1 starting, 1 failed"
+        );
     }
 }

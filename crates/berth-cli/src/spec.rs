@@ -70,11 +70,7 @@ fn changes_anything(args: &UpdateArgs) -> bool {
         || f.cpus.is_some()
         || f.memory.is_some()
         || !f.links.is_empty()
-        || f.update_parallelism.is_some()
-        || f.update_delay.is_some()
-        || f.update_order.is_some()
-        || f.update_failure_action.is_some()
-        || f.update_monitor.is_some()
+        || update_flag_given(f)
         || !f.labels.is_empty()
         || f.entrypoint.is_some()
         || f.sequential.is_some()
@@ -220,33 +216,29 @@ fn apply_health(spec: &mut proto::ServiceSpec, f: &ServiceFlags) -> Result<()> {
     Ok(())
 }
 
-fn apply_update_config(spec: &mut proto::ServiceSpec, f: &ServiceFlags) {
-    let given = f.update_parallelism.is_some()
+fn update_flag_given(f: &ServiceFlags) -> bool {
+    f.update_parallelism.is_some()
         || f.update_delay.is_some()
         || f.update_order.is_some()
         || f.update_failure_action.is_some()
-        || f.update_monitor.is_some();
-    if !given {
+        || f.update_monitor.is_some()
+        || f.update_max_failure_ratio.is_some()
+}
+
+fn apply_update_config(spec: &mut proto::ServiceSpec, f: &ServiceFlags) {
+    if !update_flag_given(f) {
         return;
     }
-    // A new update config starts from the domain's defaults: an unset
-    // parallelism on the wire would read as 0, "all at once".
-    let mut update = spec.update.take().unwrap_or_else(|| {
-        let defaults = berth_core::UpdateConfig::default();
-        proto::UpdateConfig {
-            parallelism: i64::from(defaults.parallelism),
-            delay_ms: to_wire_ms(defaults.delay_ms),
-            order: String::new(),
-            failure_action: String::new(),
-            monitor_ms: to_wire_ms(defaults.monitor_ms),
-            max_failure_ratio: defaults.max_failure_ratio,
-        }
-    });
+    // Unset fields on the wire take the manager's defaults.
+    let mut update = spec.update.take().unwrap_or_default();
     if let Some(n) = f.update_parallelism {
-        update.parallelism = n;
+        update.parallelism = Some(n);
     }
     if let Some(ms) = f.update_delay {
-        update.delay_ms = ms;
+        update.delay_ms = Some(ms);
+    }
+    if let Some(ratio) = f.update_max_failure_ratio {
+        update.max_failure_ratio = Some(ratio);
     }
     if let Some(order) = f.update_order {
         update.order = order.to_string();
@@ -255,7 +247,7 @@ fn apply_update_config(spec: &mut proto::ServiceSpec, f: &ServiceFlags) {
         update.failure_action = action.to_string();
     }
     if let Some(ms) = f.update_monitor {
-        update.monitor_ms = ms;
+        update.monitor_ms = Some(ms);
     }
     spec.update = Some(update);
 }
@@ -425,10 +417,10 @@ mod tests {
         assert_eq!(spec.memory_bytes, 512 * 1024 * 1024);
         assert_eq!(spec.links, [proto::ServiceLink { service: "db".into(), alias: "store".into() }]);
         let update = spec.update.expect("update config set");
-        assert_eq!(update.parallelism, 2);
-        assert_eq!(update.delay_ms, 60_000);
+        assert_eq!(update.parallelism, Some(2));
+        assert_eq!(update.delay_ms, Some(60_000));
         assert_eq!(update.order, "start-first");
-        assert_eq!(update.monitor_ms, 5_000, "unset fields keep the defaults");
+        assert_eq!(update.monitor_ms, None, "unset fields keep the manager's defaults");
     }
 
     #[test]
@@ -460,7 +452,7 @@ mod tests {
         assert_eq!(spec.replicas, Some(-1));
         assert_eq!(spec.restart_max_attempts, -2);
         assert_eq!(spec.health.map(|h| h.retries), Some(-3));
-        assert_eq!(spec.update.map(|u| u.parallelism), Some(-4));
+        assert_eq!(spec.update.and_then(|u| u.parallelism), Some(-4));
         assert_eq!(spec.cpus, -0.5);
     }
 

@@ -27,6 +27,9 @@ struct State {
     /// Successive answers to `ListTasks`; the last one repeats.
     task_script: VecDeque<Vec<proto::Task>>,
     task_lists: usize,
+    /// Successive rollouts `GetService` reports after a redeploy or
+    /// rollback; the last one repeats.
+    rollout_script: VecDeque<proto::Rollout>,
 }
 
 #[derive(Clone, Default)]
@@ -36,6 +39,17 @@ impl Fake {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic in another test thread poisons only that test's fake.
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn start_rollout(&self, name: &str, kind: &str) -> Result<Response<proto::ServiceReply>, Status> {
+        self.take_failure()?;
+        let mut state = self.lock();
+        state.last_index += 1;
+        let index = state.last_index;
+        let service = state.services.get_mut(name).ok_or_else(|| not_found(name))?;
+        service.version = index;
+        service.rollout = Some(proto::Rollout { kind: kind.into(), state: "rolling".into(), ..Default::default() });
+        Ok(Response::new(proto::ServiceReply { service: Some(service.clone()), index }))
     }
 
     fn take_failure(&self) -> Result<(), Status> {
@@ -85,6 +99,10 @@ impl FakeCluster {
         self.address.clone()
     }
 
+    pub fn script_rollouts(&self, rollouts: impl IntoIterator<Item = proto::Rollout>) {
+        self.fake.lock().rollout_script.extend(rollouts);
+    }
+
     pub fn fail_next(&self, statuses: impl IntoIterator<Item = Status>) {
         self.fake.lock().failures.extend(statuses);
     }
@@ -103,6 +121,8 @@ impl FakeCluster {
             created_at_ms: 1,
             updated_at_ms: 1,
             spec: Some(spec),
+            previous_spec: None,
+            rollout: None,
         };
         state.services.insert(service.name.clone(), service.clone());
         service
@@ -161,6 +181,8 @@ impl ClusterApi for Fake {
             created_at_ms: 1,
             updated_at_ms: 1,
             spec: Some(spec),
+            previous_spec: None,
+            rollout: None,
         };
         state.services.insert(service.name.clone(), service.clone());
         Ok(Response::new(proto::ServiceReply { service: Some(service), index: state.last_index }))
@@ -236,9 +258,32 @@ impl ClusterApi for Fake {
     ) -> Result<Response<proto::ServiceReply>, Status> {
         self.take_failure()?;
         let name = request.into_inner().name;
-        let state = self.lock();
-        let service = state.services.get(&name).ok_or_else(|| not_found(&name))?;
-        Ok(Response::new(proto::ServiceReply { service: Some(service.clone()), index: state.last_index }))
+        let mut state = self.lock();
+        let next_rollout = match state.rollout_script.len() {
+            0 => None,
+            1 => state.rollout_script.front().cloned(),
+            _ => state.rollout_script.pop_front(),
+        };
+        let index = state.last_index;
+        let service = state.services.get_mut(&name).ok_or_else(|| not_found(&name))?;
+        if next_rollout.is_some() {
+            service.rollout = next_rollout;
+        }
+        Ok(Response::new(proto::ServiceReply { service: Some(service.clone()), index }))
+    }
+
+    async fn redeploy_service(
+        &self,
+        request: Request<proto::RedeployServiceRequest>,
+    ) -> Result<Response<proto::ServiceReply>, Status> {
+        self.start_rollout(&request.into_inner().name, "redeploy")
+    }
+
+    async fn rollback_service(
+        &self,
+        request: Request<proto::RollbackServiceRequest>,
+    ) -> Result<Response<proto::ServiceReply>, Status> {
+        self.start_rollout(&request.into_inner().name, "rollback")
     }
 
     async fn list_services(

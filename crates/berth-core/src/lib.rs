@@ -8,11 +8,15 @@
 pub mod error;
 pub mod node;
 pub mod orchestrator;
+pub mod rollout;
 pub mod spec;
 pub mod state;
+#[cfg(test)]
+pub(crate) mod test_world;
 pub mod token;
 
 pub use error::CoreError;
 pub use node::*;
+pub use rollout::{Rollout, RolloutAction, RolloutDecision, RolloutKind, RolloutProgress, RolloutState};
 pub use spec::*;
 pub use state::*;

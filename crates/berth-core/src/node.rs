@@ -215,6 +215,8 @@ pub struct Task {
     pub state_since_ms: i64,
     /// When the agent first reported it running; 0 if it never ran.
     pub started_at_ms: i64,
+    /// When it was first running and (with a health check) healthy; 0 if never.
+    pub ready_at_ms: i64,
 }
 
 impl Task {
@@ -239,6 +241,7 @@ impl Task {
             created_at_ms: 0,
             state_since_ms: 0,
             started_at_ms: 0,
+            ready_at_ms: 0,
         }
     }
 

@@ -7,9 +7,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::rollout::{self, RolloutStep, SlotTasks};
 use crate::{
-    Autodestroy, ClusterState, DesiredState, Node, NodeStatus, RestartCondition, Service, ServiceMode, ServiceSpec,
-    Task, TaskPlan, TaskState,
+    Autodestroy, ClusterState, DependencyCondition, DesiredState, Node, NodeStatus, RestartCondition, RolloutDecision,
+    RolloutProgress, Service, ServiceMode, Task, TaskPlan, TaskState,
 };
 
 /// Finished tasks kept per slot for `service ps`, beyond the current one.
@@ -113,6 +114,108 @@ fn newest<'a>(tasks: &[&'a Task]) -> Option<&'a Task> {
     tasks.iter().copied().max_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)))
 }
 
+/// The task that speaks for a slot: its newest live task (a start-first
+/// replacement that failed leaves the old one in charge), else its newest.
+fn head<'a>(tasks: &[&'a Task], stopping: &BTreeSet<String>) -> Option<&'a Task> {
+    let live: Vec<&Task> = tasks.iter().copied().filter(|t| t.is_live() && !stopping.contains(&t.id)).collect();
+    newest(&live).or_else(|| newest(tasks))
+}
+
+/// A slot as the rollout sees it.
+fn slot_view<'a>(tasks: &[&'a Task], stopping: &BTreeSet<String>) -> SlotTasks<'a> {
+    let mut live: Vec<&Task> = tasks.iter().copied().filter(|t| t.is_live() && !stopping.contains(&t.id)).collect();
+    live.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+    SlotTasks { live, all: tasks.to_vec() }
+}
+
+/// The slots of a service: replica numbers, or nodes for every-node.
+fn slots_of<'a>(state: &'a ClusterState, service: &Service) -> BTreeMap<(u32, Option<&'a str>), Vec<&'a Task>> {
+    let mut slots: BTreeMap<(u32, Option<&str>), Vec<&Task>> = BTreeMap::new();
+    for task in state.tasks_of_service(&service.id) {
+        let node = if service.spec.mode == ServiceMode::EveryNode { task.node_id.as_deref() } else { None };
+        if service.spec.mode == ServiceMode::EveryNode && node.is_none() {
+            continue;
+        }
+        slots.entry((task.slot, node)).or_default().push(task);
+    }
+    slots
+}
+
+/// How far the service's rollout has come, read off its tasks.
+pub fn progress(state: &ClusterState, service: &Service) -> RolloutProgress {
+    let stopping = BTreeSet::new();
+    let views: Vec<SlotTasks> = slots_of(state, service)
+        .values()
+        .filter(|tasks| newest(tasks).is_some_and(|t| t.desired != DesiredState::Remove))
+        .map(|tasks| slot_view(tasks, &stopping))
+        .collect();
+    rollout::progress(service, &views)
+}
+
+/// Commits what the rollout decided; returns false when the service must
+/// be left alone on this pass (its spec is about to change).
+fn apply_rollout_step(
+    service: &Service,
+    step: RolloutStep<'_>,
+    new_id: &mut dyn FnMut() -> String,
+    out: &mut Reconciliation,
+) -> bool {
+    for action in step.decisions {
+        out.plan.rollouts.push(RolloutDecision {
+            service_id: service.id.clone(),
+            service_version: service.version,
+            action,
+        });
+    }
+    if let Some(at) = step.wake_at_ms {
+        out.wake_at(at);
+    }
+    if step.hold {
+        return false;
+    }
+    for old in step.retire {
+        out.plan.set_desired.push((old.id.clone(), DesiredState::Shutdown));
+    }
+    for old in step.replace {
+        if step.stop_first {
+            out.plan.set_desired.push((old.id.clone(), DesiredState::Shutdown));
+        }
+        // An every-node task is replaced on its node; a replica goes wherever
+        // the scheduler finds room.
+        let node = if service.spec.mode == ServiceMode::EveryNode { old.node_id.clone() } else { None };
+        out.plan.create.push(new_task(service, old.slot, node, 0, new_id()));
+    }
+    true
+}
+
+/// Whether every dependency has reached the condition `depends_on` asks
+/// for, so the service may start new tasks.
+fn dependencies_met(state: &ClusterState, service: &Service) -> bool {
+    service.spec.depends_on.iter().all(|dependency| {
+        let Some(other) = state.service(&dependency.service) else { return true };
+        let stopping = BTreeSet::new();
+        let slots = slots_of(state, other);
+        let heads: Vec<&Task> = slots.values().filter_map(|tasks| head(tasks, &stopping)).collect();
+        let expected = other.spec.replicas().unwrap_or(1) as usize;
+        heads.len() >= expected
+            && heads.iter().all(|t| match dependency.condition {
+                DependencyCondition::Started => t.state >= TaskState::Running,
+                DependencyCondition::Healthy => rollout::is_ready(t),
+                DependencyCondition::Completed => t.state == TaskState::Complete,
+            })
+    })
+}
+
+/// Sequential deployment: no new slot starts while another new task is
+/// still on its way to ready.
+fn sequential_budget(service: &Service, occupied: &[(u32, &Task, bool)], wanted: usize) -> usize {
+    if !service.spec.sequential {
+        return wanted;
+    }
+    let starting = occupied.iter().any(|(_, t, live)| *live && t.is_live() && !rollout::is_ready(t));
+    usize::from(!starting).min(wanted)
+}
+
 fn new_task(service: &Service, slot: u32, node_id: Option<String>, attempt: u32, id: String) -> Task {
     Task {
         service_version: service.version,
@@ -143,14 +246,27 @@ fn reconcile_replicated(
     let mut shutting_down = BTreeSet::new();
     for task in slots.values().flatten() {
         if task.is_live() && task.node_id.as_deref().is_some_and(|n| must_leave(state.node(n))) {
-            out.plan.set_desired.push((task.id.clone(), DesiredState::Shutdown));
             shutting_down.insert(task.id.clone());
         }
     }
+    let active: Vec<&Vec<&Task>> =
+        slots.values().filter(|tasks| newest(tasks).is_some_and(|t| t.desired != DesiredState::Remove)).collect();
+    let scaling_down = active.len() > replicas as usize;
+    // Not while scaling down: a slot must not be retired and rolled at once.
+    if !scaling_down {
+        let views: Vec<SlotTasks> = active.iter().map(|tasks| slot_view(tasks, &shutting_down)).collect();
+        let step = rollout::step(service, &views, now_ms);
+        if !apply_rollout_step(service, step, new_id, out) {
+            return;
+        }
+    }
+    for id in &shutting_down {
+        out.plan.set_desired.push((id.clone(), DesiredState::Shutdown));
+    }
 
-    let mut occupied: Vec<(u32, &Task, bool)> = Vec::new(); // (slot, newest task, live)
+    let mut occupied: Vec<(u32, &Task, bool)> = Vec::new(); // (slot, head task, live)
     for (&slot, tasks) in &slots {
-        let Some(latest) = newest(tasks) else { continue };
+        let Some(latest) = head(tasks, &shutting_down) else { continue };
         let fate = if shutting_down.contains(&latest.id) {
             SlotFate::Replace { at_ms: now_ms, attempt: latest.attempt }
         } else {
@@ -175,20 +291,13 @@ fn reconcile_replicated(
     }
 
     let wanted = replicas as usize;
-    if occupied.len() <= wanted {
-        // Not while scaling down: a slot must not be retired and rolled at once.
-        let rolling = slots.values().filter(|tasks| newest(tasks).is_some_and(|t| !shutting_down.contains(&t.id)));
-        for old in tasks_to_roll(service, rolling) {
-            out.plan.set_desired.push((old.id.clone(), DesiredState::Shutdown));
-            out.plan.create.push(new_task(service, old.slot, None, 0, new_id()));
-        }
-    }
     if occupied.len() > wanted {
         retire_extra_slots(state, &mut occupied, wanted, out);
-    } else if occupied.len() < wanted {
+    } else if occupied.len() < wanted && dependencies_met(state, service) {
         let taken: BTreeSet<u32> = occupied.iter().map(|(slot, _, _)| *slot).collect();
         let free = (1..).filter(|slot| !taken.contains(slot));
-        for slot in free.take(wanted - occupied.len()) {
+        let count = sequential_budget(service, &occupied, wanted - occupied.len());
+        for slot in free.take(count) {
             out.plan.create.push(new_task(service, slot, None, 0, new_id()));
         }
     }
@@ -241,27 +350,32 @@ fn reconcile_every_node(
         }
     }
     let carries_tags = |node: &Node| service.spec.tags.iter().all(|t| node.tags.contains(t));
+    let qualifies = |node_id: &str| state.node(node_id).is_some_and(|n| carries_tags(n) && n.accepts_tasks());
     // Tasks on nodes that no longer qualify stop.
+    let mut leaving = BTreeSet::new();
     for (node_id, tasks) in &by_node {
-        let qualifies = state.node(node_id).is_some_and(|n| carries_tags(n) && !must_leave(Some(n)));
-        if !qualifies {
-            for task in tasks.iter().filter(|t| t.is_live()) {
-                out.plan.set_desired.push((task.id.clone(), DesiredState::Shutdown));
-            }
+        let stays = state.node(node_id).is_some_and(|n| carries_tags(n) && !must_leave(Some(n)));
+        if !stays {
+            leaving.extend(tasks.iter().filter(|t| t.is_live()).map(|t| t.id.clone()));
         }
     }
-    for old in tasks_to_roll(service, by_node.values()) {
-        if old.node_id.as_deref().and_then(|n| state.node(n)).is_some_and(|n| carries_tags(n) && n.accepts_tasks()) {
-            out.plan.set_desired.push((old.id.clone(), DesiredState::Shutdown));
-            out.plan.create.push(new_task(service, 0, old.node_id.clone(), 0, new_id()));
-        }
+    // Rolling replaces a node's task on that same node, so only where new tasks may go.
+    let views: Vec<SlotTasks> =
+        by_node.iter().filter(|(node_id, _)| qualifies(node_id)).map(|(_, tasks)| slot_view(tasks, &leaving)).collect();
+    let step = rollout::step(service, &views, now_ms);
+    if !apply_rollout_step(service, step, new_id, out) {
+        return;
     }
+    for id in leaving {
+        out.plan.set_desired.push((id, DesiredState::Shutdown));
+    }
+    let stopping = BTreeSet::new();
     for node in state.nodes() {
         if !carries_tags(node) || !node.accepts_tasks() {
             continue;
         }
         let tasks = by_node.get(node.id.as_str()).map(Vec::as_slice).unwrap_or_default();
-        let fate = match newest(tasks) {
+        let fate = match head(tasks, &stopping) {
             None => SlotFate::Replace { at_ms: now_ms, attempt: 0 },
             Some(latest) => slot_fate(service, latest, now_ms),
         };
@@ -274,59 +388,6 @@ fn reconcile_every_node(
             SlotFate::Replace { at_ms, .. } => out.wake_at(at_ms),
         }
     }
-}
-
-/// Tells whether a task runs an older spec than its service's. Scale and
-/// rollout settings do not count: changing them redeploys nothing. The
-/// service's spec is copied once per service, not once per task.
-struct SpecComparison<'a> {
-    service: &'a Service,
-    current: ServiceSpec,
-}
-
-impl<'a> SpecComparison<'a> {
-    fn new(service: &'a Service) -> Self {
-        SpecComparison { service, current: service.spec.clone() }
-    }
-
-    fn outdated(&mut self, task: &Task) -> bool {
-        if task.service_version == self.service.version {
-            return false;
-        }
-        self.current.mode = task.spec.mode;
-        self.current.update = task.spec.update.clone();
-        self.current != task.spec
-    }
-}
-
-/// A rolling replacement after a spec change: at most `update.parallelism`
-/// slots (0: all) are being replaced at once; a slot counts as in flight
-/// until its new task runs. Returns the running tasks to replace now.
-/// (Health gating, delays, failure actions and rollback come with the
-/// rollout state of the rolling-update work; this keeps slots converging.)
-fn tasks_to_roll<'a, I>(service: &Service, slots: I) -> Vec<&'a Task>
-where
-    I: IntoIterator<Item = &'a Vec<&'a Task>>,
-{
-    let mut in_flight = 0usize;
-    let mut candidates = Vec::new();
-    let mut comparison = SpecComparison::new(service);
-    for tasks in slots {
-        let Some(latest) = newest(tasks) else { continue };
-        if !latest.is_live() {
-            continue;
-        }
-        if comparison.outdated(latest) {
-            candidates.push(latest);
-        } else if latest.state < TaskState::Running && tasks.iter().any(|t| t.id != latest.id && comparison.outdated(t))
-        {
-            in_flight += 1;
-        }
-    }
-    candidates.sort_by_key(|t| (t.slot, t.node_id.clone()));
-    let parallelism = service.spec.update.parallelism as usize;
-    let budget = if parallelism == 0 { usize::MAX } else { parallelism.saturating_sub(in_flight) };
-    candidates.into_iter().take(budget).collect()
 }
 
 /// Forgets task records nobody needs: tasks of removed services, tasks told
@@ -368,104 +429,8 @@ fn collect_garbage(state: &ClusterState, out: &mut Reconciliation) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        Availability, Command, Health, NodeStatusUpdate, Outcome, Request, Resources, RestartPolicy, TaskStatus,
-    };
-
-    struct World {
-        state: ClusterState,
-        index: u64,
-        now: i64,
-        next_id: u32,
-    }
-
-    impl World {
-        fn new() -> Self {
-            World { state: ClusterState::default(), index: 0, now: 1_000, next_id: 0 }
-        }
-
-        fn apply(&mut self, command: Command) -> Outcome {
-            self.index += 1;
-            let request = Request { request_id: String::new(), issued_at_ms: self.now, command };
-            self.state.apply(self.index, &request).0.expect("command applies")
-        }
-
-        fn node(&mut self, name: &str, tags: &[&str]) -> String {
-            let command = Command::RegisterNode {
-                id: format!("id-{name}"),
-                name: name.into(),
-                address: String::new(),
-                tags: tags.iter().map(|t| t.to_string()).collect(),
-                resources: Resources::default(),
-            };
-            match self.apply(command) {
-                Outcome::Node(node) => node.id,
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-
-        fn service(&mut self, spec: ServiceSpec) {
-            let id = format!("svc-{}", spec.name);
-            self.apply(Command::CreateService { id, spec });
-        }
-
-        /// Runs the orchestrator and commits its plan; returns it.
-        fn reconcile(&mut self) -> Reconciliation {
-            let mut counter = self.next_id;
-            let result = reconcile(&self.state, self.now, &mut || {
-                counter += 1;
-                format!("t{counter}")
-            });
-            self.next_id = counter;
-            if !result.plan.is_empty() {
-                self.apply(Command::ReconcileTasks(result.plan.clone()));
-            }
-            result
-        }
-
-        /// Places every new task on the given node and reports it running.
-        fn run_all_on(&mut self, node: &str) {
-            let new: Vec<String> = self
-                .state
-                .tasks()
-                .filter(|t| t.state == TaskState::New && t.node_id.is_none())
-                .map(|t| t.id.clone())
-                .collect();
-            let assignments = new.iter().map(|t| (t.clone(), node.to_string())).collect();
-            self.apply(Command::AssignTasks { assignments, unplaceable: vec![] });
-            let assigned: Vec<(String, String)> = self
-                .state
-                .tasks()
-                .filter(|t| t.state == TaskState::Assigned || (t.state == TaskState::New && t.node_id.is_some()))
-                .map(|t| (t.id.clone(), t.node_id.clone().unwrap_or_default()))
-                .collect();
-            for (task, node) in assigned {
-                self.report(&node, &task, TaskState::Running, None);
-            }
-        }
-
-        fn report(&mut self, node: &str, task: &str, state: TaskState, exit_code: Option<i64>) {
-            let status = TaskStatus {
-                task_id: task.into(),
-                state,
-                health: Health::None,
-                container_id: format!("c-{task}"),
-                exit_code,
-                message: String::new(),
-            };
-            self.apply(Command::ReportTaskStatus { node_id: node.into(), statuses: vec![status] });
-        }
-
-        fn live(&self) -> Vec<&Task> {
-            self.state.tasks().filter(|t| t.is_live()).collect()
-        }
-    }
-
-    fn replicated(name: &str, replicas: u32) -> ServiceSpec {
-        let mut spec = ServiceSpec::new(name, "busybox");
-        spec.mode = ServiceMode::Replicated { replicas };
-        spec
-    }
+    use crate::test_world::{replicated, World};
+    use crate::{Availability, Command, NodeStatusUpdate, RestartPolicy, ServiceSpec};
 
     #[test]
     fn creates_one_task_per_missing_replica_and_then_nothing() {

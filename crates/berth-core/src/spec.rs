@@ -266,6 +266,25 @@ impl ServiceSpec {
         Ok(())
     }
 
+    /// Copies the fields that never require replacing a running task:
+    /// scale, rollout settings and start-order concerns. Comparing two specs
+    /// after this tells whether tasks of one are outdated under the other.
+    pub fn copy_rollout_neutral_fields(&mut self, from: &ServiceSpec) {
+        self.mode = from.mode;
+        self.update = from.update.clone();
+        self.rollback = from.rollback.clone();
+        self.sequential = from.sequential;
+        self.autoredeploy = from.autoredeploy;
+        self.depends_on = from.depends_on.clone();
+    }
+
+    /// Whether tasks running `self` must be replaced to run `other`.
+    pub fn needs_redeploy_for(&self, other: &ServiceSpec) -> bool {
+        let mut normalized = other.clone();
+        normalized.copy_rollout_neutral_fields(self);
+        normalized != *self
+    }
+
     pub fn replicas(&self) -> Option<u32> {
         match self.mode {
             ServiceMode::Replicated { replicas } => Some(replicas),

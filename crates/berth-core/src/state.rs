@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 use crate::{
-    Availability, CoreError, DesiredState, Node, NodeStatus, Resources, ServiceMode, ServiceSpec, Task, TaskState,
-    TaskStatus,
+    Availability, CoreError, DesiredState, Node, NodeStatus, Resources, Rollout, RolloutAction, RolloutDecision,
+    RolloutKind, RolloutState, ServiceMode, ServiceSpec, Task, TaskState, TaskStatus,
 };
 
 /// How many request ids are remembered for deduplication. A client retries
@@ -56,6 +56,21 @@ pub enum Command {
     },
     RemoveService {
         name: String,
+    },
+    /// Replaces every task with a fresh one running the same spec.
+    RedeployService {
+        name: String,
+    },
+    /// Rolls back to the spec before the last update.
+    RollbackService {
+        name: String,
+    },
+    /// An agent saw an image tag come to point at a new image: services
+    /// with autoredeploy that run it redeploy, once per image id.
+    ImageChanged {
+        node_id: String,
+        image: String,
+        image_id: String,
     },
     /// An agent registered; a known name keeps its node id.
     RegisterNode {
@@ -106,11 +121,12 @@ pub struct TaskPlan {
     pub set_desired: Vec<(String, DesiredState)>,
     /// Records of finished tasks that are no longer worth keeping.
     pub delete: Vec<String>,
+    pub rollouts: Vec<RolloutDecision>,
 }
 
 impl TaskPlan {
     pub fn is_empty(&self) -> bool {
-        self.create.is_empty() && self.set_desired.is_empty() && self.delete.is_empty()
+        self.create.is_empty() && self.set_desired.is_empty() && self.delete.is_empty() && self.rollouts.is_empty()
     }
 }
 
@@ -143,10 +159,30 @@ pub enum Change {
 pub struct Service {
     pub id: String,
     pub spec: ServiceSpec,
-    /// Raft index of the entry that last changed this service.
+    /// Raft index of the entry that last changed this service's spec.
     pub version: u64,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// The spec before the last update, for `service rollback`.
+    pub previous_spec: Option<ServiceSpec>,
+    /// The latest rolling replacement of its tasks, if any.
+    pub rollout: Option<Rollout>,
+    /// The image id the last autoredeploy rolled out.
+    pub autoredeployed_image_id: String,
+}
+
+/// Whether two image references name the same repository and tag
+/// (`busybox` is `busybox:latest`).
+pub fn same_image(a: &str, b: &str) -> bool {
+    fn with_tag(image: &str) -> std::borrow::Cow<'_, str> {
+        let name = image.rsplit('/').next().unwrap_or(image);
+        if name.contains(':') || image.contains('@') {
+            image.into()
+        } else {
+            format!("{image}:latest").into()
+        }
+    }
+    with_tag(a) == with_tag(b)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -371,6 +407,23 @@ impl ClusterState {
                 spec.mode = ServiceMode::Replicated { replicas: *replicas };
                 spec.validate()
             }
+            Command::RedeployService { name } => {
+                self.service(name).ok_or_else(|| CoreError::not_found("service", name))?;
+                Ok(())
+            }
+            Command::RollbackService { name } => {
+                let service = self.service(name).ok_or_else(|| CoreError::not_found("service", name))?;
+                if service.previous_spec.is_none() {
+                    return Err(CoreError::Conflict(format!(
+                        "service '{name}' has no previous spec to roll back to (it was never updated)"
+                    )));
+                }
+                Ok(())
+            }
+            Command::ImageChanged { node_id, .. } => {
+                self.nodes.get(node_id).ok_or_else(|| CoreError::not_found("node", node_id))?;
+                Ok(())
+            }
             Command::RemoveService { name } => {
                 self.service(name).ok_or_else(|| CoreError::not_found("service", name))?;
                 let dependents: Vec<&str> = self
@@ -469,14 +522,57 @@ impl ClusterState {
                     version: index,
                     created_at_ms: now,
                     updated_at_ms: now,
+                    previous_spec: None,
+                    rollout: None,
+                    autoredeployed_image_id: String::new(),
                 };
                 self.upsert_service(service, changes)
             }
-            Command::UpdateService { name, spec, .. } => {
-                self.modify_service(name, index, now, changes, |s| *s = spec.clone())
+            Command::UpdateService { name, spec, .. } => self.modify_service(name, index, now, changes, |service| {
+                let paused = service.rollout.as_ref().is_some_and(|r| r.state == RolloutState::Paused);
+                if service.spec.needs_redeploy_for(spec) {
+                    service.previous_spec = Some(std::mem::replace(&mut service.spec, spec.clone()));
+                    service.rollout = Some(Rollout::start(RolloutKind::Update, now));
+                } else {
+                    service.spec = spec.clone();
+                    // Updating a paused service (e.g. its failure action) resumes the rollout.
+                    if paused {
+                        let kind = service.rollout.as_ref().map_or(RolloutKind::Update, |r| r.kind);
+                        service.rollout = Some(Rollout::start(kind, now));
+                    }
+                }
+            }),
+            Command::RedeployService { name } => self.modify_service(name, index, now, changes, |service| {
+                service.spec.force_redeploy += 1;
+                service.rollout = Some(Rollout::start(RolloutKind::Redeploy, now));
+            }),
+            Command::RollbackService { name } => self.modify_service(name, index, now, changes, |service| {
+                roll_back(service, RolloutKind::Rollback, String::new(), now);
+            }),
+            Command::ImageChanged { image, image_id, .. } => {
+                let targets: Vec<String> = self
+                    .services
+                    .values()
+                    .filter(|s| {
+                        s.spec.autoredeploy
+                            && same_image(&s.spec.image, image)
+                            && s.autoredeployed_image_id != *image_id
+                    })
+                    .map(|s| s.spec.name.clone())
+                    .collect();
+                for name in targets {
+                    self.modify_service(&name, index, now, changes, |service| {
+                        service.spec.force_redeploy += 1;
+                        service.autoredeployed_image_id = image_id.clone();
+                        let mut rollout = Rollout::start(RolloutKind::Redeploy, now);
+                        rollout.message = format!("autoredeploy: {image} is now {}", short_image_id(image_id));
+                        service.rollout = Some(rollout);
+                    });
+                }
+                Outcome::Done
             }
             Command::ScaleService { name, replicas } => self.modify_service(name, index, now, changes, |s| {
-                s.mode = ServiceMode::Replicated { replicas: *replicas }
+                s.spec.mode = ServiceMode::Replicated { replicas: *replicas }
             }),
             Command::RemoveService { name } => match self.service_ids.remove(name) {
                 Some(id) => {
@@ -565,6 +661,10 @@ impl ClusterState {
                     if !placeable {
                         continue;
                     }
+                    // A task is on one node's list at a time, or two agents would run it.
+                    if let Some(previous) = task.node_id.take().filter(|n| n != node_id) {
+                        self.unindex_task_node(&task.id, &previous);
+                    }
                     task.node_id = Some(node_id.clone());
                     task.state = TaskState::Assigned;
                     task.message.clear();
@@ -609,6 +709,9 @@ impl ClusterState {
                         }
                     }
                     task.health = status.health;
+                    if task.ready_at_ms == 0 && crate::rollout::is_ready(&task) {
+                        task.ready_at_ms = now;
+                    }
                     if !status.container_id.is_empty() {
                         task.container_id = status.container_id.clone();
                     }
@@ -637,6 +740,15 @@ impl ClusterState {
         self.tasks.insert(task.id.clone(), task);
     }
 
+    fn unindex_task_node(&mut self, task_id: &str, node_id: &str) {
+        if let Some(ids) = self.tasks_by_node.get_mut(node_id) {
+            ids.remove(task_id);
+            if ids.is_empty() {
+                self.tasks_by_node.remove(node_id);
+            }
+        }
+    }
+
     fn delete_task(&mut self, id: &str, changes: &mut Vec<Change>) {
         let Some(task) = self.tasks.remove(id) else { return };
         if let Some(ids) = self.tasks_by_service.get_mut(&task.service_id) {
@@ -646,12 +758,7 @@ impl ClusterState {
             }
         }
         if let Some(node_id) = &task.node_id {
-            if let Some(ids) = self.tasks_by_node.get_mut(node_id) {
-                ids.remove(id);
-                if ids.is_empty() {
-                    self.tasks_by_node.remove(node_id);
-                }
-            }
+            self.unindex_task_node(id, node_id);
         }
         changes.push(Change::TaskRemoved { id: task.id, service_id: task.service_id });
     }
@@ -689,6 +796,43 @@ impl ClusterState {
         for task_id in &plan.delete {
             self.delete_task(task_id, changes);
         }
+        for decision in &plan.rollouts {
+            self.apply_rollout_decision(decision, now, changes);
+        }
+    }
+
+    /// Applies a rollout decision if the service is still the one it was
+    /// decided for; otherwise a user's change overtook it and it is void.
+    fn apply_rollout_decision(&mut self, decision: &RolloutDecision, now: i64, changes: &mut Vec<Change>) {
+        let Some(service) = self.services.get(&decision.service_id) else { return };
+        let rolling = service.rollout.as_ref().is_some_and(|r| r.state == RolloutState::Rolling);
+        if service.version != decision.service_version || !rolling {
+            return;
+        }
+        let mut service = service.clone();
+        let Some(rollout) = service.rollout.as_mut() else { return };
+        match &decision.action {
+            RolloutAction::TaskFailed { task_id } => {
+                rollout.failed_tasks.insert(task_id.clone());
+            }
+            RolloutAction::Pause { reason } => {
+                rollout.state = RolloutState::Paused;
+                rollout.finished_at_ms = now;
+                rollout.message = reason.clone();
+            }
+            RolloutAction::Complete { message } => {
+                rollout.state = RolloutState::Completed;
+                rollout.finished_at_ms = now;
+                rollout.message = message.clone();
+            }
+            RolloutAction::Rollback { reason } => {
+                // A rollback changes the spec, so it is a new version.
+                roll_back(&mut service, RolloutKind::AutoRollback, reason.clone(), now);
+                service.version = self.applied_index;
+                service.updated_at_ms = now;
+            }
+        }
+        self.upsert_service(service, changes);
     }
 
     fn modify_service(
@@ -697,12 +841,12 @@ impl ClusterState {
         index: u64,
         now: i64,
         changes: &mut Vec<Change>,
-        edit: impl FnOnce(&mut ServiceSpec),
+        edit: impl FnOnce(&mut Service),
     ) -> Outcome {
         let Some(mut service) = self.service(name).cloned() else {
             return Outcome::Done;
         };
-        edit(&mut service.spec);
+        edit(&mut service);
         service.version = index;
         service.updated_at_ms = now;
         self.upsert_service(service, changes)
@@ -714,6 +858,22 @@ impl ClusterState {
         changes.push(Change::ServiceUpserted(Box::new(service.clone())));
         Outcome::Service(Box::new(service))
     }
+}
+
+/// Swaps the current and previous specs, keeping the current scale: a
+/// rollback is about the version that runs, not how many copies.
+fn roll_back(service: &mut Service, kind: RolloutKind, reason: String, now: i64) {
+    let Some(mut previous) = service.previous_spec.take() else { return };
+    previous.mode = service.spec.mode;
+    service.previous_spec = Some(std::mem::replace(&mut service.spec, previous));
+    let mut rollout = Rollout::start(kind, now);
+    rollout.message = reason;
+    service.rollout = Some(rollout);
+}
+
+fn short_image_id(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    hex.get(..12).unwrap_or(hex)
 }
 
 fn validate_node_name(name: &str) -> Result<(), CoreError> {
@@ -819,6 +979,30 @@ mod tests {
         let (response, _) = state.apply(3, &request("c", Command::RemoveService { name: "db".into() }));
         assert!(matches!(response, Err(CoreError::Conflict(_))));
         assert!(state.service("db").is_some());
+    }
+
+    #[test]
+    fn a_task_is_listed_on_one_node_only_after_assignment() {
+        let mut state = ClusterState::default();
+        for (i, node) in ["a", "b"].iter().enumerate() {
+            let register = Command::RegisterNode {
+                id: node.to_string(),
+                name: node.to_string(),
+                address: String::new(),
+                tags: vec![],
+                resources: Resources::default(),
+            };
+            let _ = state.apply(i as u64 + 1, &request("", register));
+        }
+        let _ = state.apply(3, &request("", create("web")));
+        let mut task = Task::new("t1", "id-web", 1, ServiceSpec::new("web", "busybox"));
+        task.node_id = Some("a".into());
+        let plan = TaskPlan { create: vec![task], ..TaskPlan::default() };
+        let _ = state.apply(4, &request("", Command::ReconcileTasks(plan)));
+        let assign = Command::AssignTasks { assignments: vec![("t1".into(), "b".into())], unplaceable: vec![] };
+        let _ = state.apply(5, &request("", assign));
+        assert_eq!(state.tasks_of_node("a").count(), 0, "no longer on a's list");
+        assert_eq!(state.tasks_of_node("b").count(), 1);
     }
 
     fn arbitrary_command() -> impl Strategy<Value = Command> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_core::token::Role;
-use berth_core::{Command, CoreError, Outcome};
+use berth_core::{orchestrator, Command, CoreError, Outcome};
 use berth_proto::v1 as pb;
 use berth_proto::v1::cluster_api_client::ClusterApiClient;
 use berth_proto::v1::cluster_api_server::ClusterApi;
@@ -42,14 +42,9 @@ fn request_id_or_new(id: String) -> String {
     }
 }
 
-fn service_reply(outcome: Outcome, index_hint: u64) -> Result<Response<pb::ServiceReply>, Status> {
-    match outcome {
-        Outcome::Service(service) => Ok(Response::new(pb::ServiceReply {
-            index: service.version.max(index_hint),
-            service: Some(service_to_proto(&service)),
-        })),
-        other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
-    }
+/// A service as the API shows it, with its rollout's progress read off its tasks.
+fn service_view(state: &berth_core::ClusterState, service: &berth_core::Service) -> pb::Service {
+    service_to_proto(service, orchestrator::progress(state, service))
 }
 
 fn invalid(e: CoreError) -> Status {
@@ -57,6 +52,17 @@ fn invalid(e: CoreError) -> Status {
 }
 
 impl Api {
+    fn service_reply(&self, outcome: Outcome) -> Result<Response<pb::ServiceReply>, Status> {
+        match outcome {
+            Outcome::Service(service) => {
+                let version = service.version;
+                let (service, index) = self.node.view.read(|state, index| (service_view(state, &service), index));
+                Ok(Response::new(pb::ServiceReply { index: index.max(version), service: Some(service) }))
+            }
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
     /// A node named by id or name, read linearizably.
     async fn resolve_node(&self, id_or_name: &str) -> Result<String, Status> {
         self.node.read_barrier().await?;
@@ -99,7 +105,7 @@ impl ClusterApi for Api {
         let id = crate::node::hex_id();
         let outcome =
             self.node.write(request_id_or_new(request.request_id), Command::CreateService { id, spec }).await?;
-        service_reply(outcome, 0)
+        self.service_reply(outcome)
     }
 
     #[instrument(skip_all, fields(node = self.node.id))]
@@ -112,7 +118,7 @@ impl ClusterApi for Api {
             .map_err(invalid)?;
         let command = Command::UpdateService { name: request.name, spec, expected_version: request.expected_version };
         let outcome = self.node.write(request_id_or_new(request.request_id), command).await?;
-        service_reply(outcome, 0)
+        self.service_reply(outcome)
     }
 
     #[instrument(skip_all, fields(node = self.node.id))]
@@ -124,7 +130,29 @@ impl ClusterApi for Api {
         let replicas = berth_core::non_negative("replicas", request.replicas).map_err(invalid)?;
         let command = Command::ScaleService { name: request.name, replicas };
         let outcome = self.node.write(request_id_or_new(request.request_id), command).await?;
-        service_reply(outcome, 0)
+        self.service_reply(outcome)
+    }
+
+    #[instrument(skip_all, fields(node = self.node.id))]
+    async fn redeploy_service(
+        &self,
+        request: Request<pb::RedeployServiceRequest>,
+    ) -> Result<Response<pb::ServiceReply>, Status> {
+        let request = request.into_inner();
+        let command = Command::RedeployService { name: request.name };
+        let outcome = self.node.write(request_id_or_new(request.request_id), command).await?;
+        self.service_reply(outcome)
+    }
+
+    #[instrument(skip_all, fields(node = self.node.id))]
+    async fn rollback_service(
+        &self,
+        request: Request<pb::RollbackServiceRequest>,
+    ) -> Result<Response<pb::ServiceReply>, Status> {
+        let request = request.into_inner();
+        let command = Command::RollbackService { name: request.name };
+        let outcome = self.node.write(request_id_or_new(request.request_id), command).await?;
+        self.service_reply(outcome)
     }
 
     #[instrument(skip_all, fields(node = self.node.id))]
@@ -145,9 +173,10 @@ impl ClusterApi for Api {
     async fn get_service(&self, request: Request<pb::GetServiceRequest>) -> Result<Response<pb::ServiceReply>, Status> {
         let request = request.into_inner();
         self.read_barrier(request.consistency).await?;
-        let (service, index) = self.node.view.read(|state, index| (state.service(&request.name).cloned(), index));
+        let (service, index) =
+            self.node.view.read(|state, index| (state.service(&request.name).map(|s| service_view(state, s)), index));
         let service = service.ok_or_else(|| invalid(CoreError::not_found("service", &request.name)))?;
-        Ok(Response::new(pb::ServiceReply { service: Some(service_to_proto(&service)), index }))
+        Ok(Response::new(pb::ServiceReply { service: Some(service), index }))
     }
 
     async fn list_services(
@@ -156,7 +185,7 @@ impl ClusterApi for Api {
     ) -> Result<Response<pb::ListServicesReply>, Status> {
         self.read_barrier(request.into_inner().consistency).await?;
         let (mut services, index): (Vec<pb::Service>, u64) =
-            self.node.view.read(|state, index| (state.services().map(service_to_proto).collect(), index));
+            self.node.view.read(|state, index| (state.services().map(|s| service_view(state, s)).collect(), index));
         services.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Response::new(pb::ListServicesReply { services, index }))
     }
@@ -392,7 +421,10 @@ fn watch_event(item: WatchItem) -> pb::WatchEvent {
     match item {
         WatchItem::Change { index, change } => {
             let change = match change {
-                berth_core::Change::ServiceUpserted(service) => Wire::ServiceUpserted(service_to_proto(&service)),
+                // Watchers follow the tasks themselves, so no progress here.
+                berth_core::Change::ServiceUpserted(service) => {
+                    Wire::ServiceUpserted(service_to_proto(&service, Default::default()))
+                }
                 berth_core::Change::ServiceRemoved { id, name } => {
                     Wire::ServiceRemoved(pb::ServiceRemoved { id, name })
                 }

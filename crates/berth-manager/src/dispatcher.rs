@@ -176,6 +176,7 @@ impl Session {
                         break;
                     }
                 }
+                Some(pb::agent_message::Body::ImageChanged(change)) => self.image_changed(change),
                 Some(pb::agent_message::Body::Register(_)) | None => {
                     warn!("unexpected message from agent; ignored");
                 }
@@ -184,6 +185,33 @@ impl Session {
         debug!("agent session ended");
         done.cancel();
         let _ = pusher.await;
+    }
+}
+
+impl Session {
+    /// Proposes a redeploy only when a service follows this image and has
+    /// not rolled out this image id yet: engines report every tag, and
+    /// several agents report the same one.
+    fn image_changed(&self, change: pb::ImageChanged) {
+        let wanted = self.node.view.read(|state, _| {
+            state.services().any(|s| {
+                s.spec.autoredeploy
+                    && berth_core::same_image(&s.spec.image, &change.image)
+                    && s.autoredeployed_image_id != change.image_id
+            })
+        });
+        if !wanted {
+            return;
+        }
+        info!(image = %change.image, image_id = %change.image_id, "image changed: autoredeploy");
+        let command =
+            Command::ImageChanged { node_id: self.node_id.clone(), image: change.image, image_id: change.image_id };
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            if let Err(e) = node.write(crate::node::hex_id(), command).await {
+                warn!(error = %e, "could not record an image change");
+            }
+        });
     }
 }
 

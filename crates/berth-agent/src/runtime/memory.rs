@@ -14,7 +14,10 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
-use super::{ContainerInfo, ContainerSpec, Runtime, RuntimeError, RuntimeEvent, RuntimeEventStream};
+use super::{
+    ContainerInfo, ContainerSpec, ImageEventStream, ImageTagged, Runtime, RuntimeError, RuntimeEvent,
+    RuntimeEventStream,
+};
 
 /// Events kept for a slow subscriber before it is told it missed some
 /// (as [`RuntimeEvent::StreamInterrupted`]).
@@ -50,6 +53,7 @@ pub struct MemoryRuntime {
     state: Mutex<State>,
     /// Every event with the node it belongs to; subscribers filter.
     events: broadcast::Sender<(String, RuntimeEvent)>,
+    image_events: broadcast::Sender<ImageTagged>,
 }
 
 impl Default for MemoryRuntime {
@@ -62,7 +66,9 @@ impl MemoryRuntime {
     /// An engine with no images and no containers.
     pub fn new() -> Self {
         let (events, _) = broadcast::channel(MEMORY_EVENT_BUFFER);
+        let (image_events, _) = broadcast::channel(MEMORY_EVENT_BUFFER);
         MemoryRuntime {
+            image_events,
             state: Mutex::new(State {
                 images: BTreeSet::new(),
                 containers: BTreeMap::new(),
@@ -77,6 +83,12 @@ impl MemoryRuntime {
     pub fn add_image(&self, image: impl Into<String>) -> &Self {
         self.state.lock().images.insert(image.into());
         self
+    }
+
+    /// Plays `docker tag`: `image` now names the image `image_id`.
+    pub fn retag(&self, image: &str, image_id: &str) {
+        self.state.lock().images.insert(image.to_string());
+        let _ = self.image_events.send(ImageTagged { image: image.into(), image_id: image_id.into() });
     }
 
     pub fn set_resources(&self, resources: Resources) {
@@ -210,6 +222,10 @@ impl Runtime for MemoryRuntime {
                 futures::future::ready(event)
             })
             .boxed()
+    }
+
+    fn image_events(&self) -> ImageEventStream {
+        BroadcastStream::new(self.image_events.subscribe()).filter_map(|item| futures::future::ready(item.ok())).boxed()
     }
 
     async fn resources(&self) -> Result<Resources, RuntimeError> {

@@ -106,6 +106,18 @@ impl RuntimeEvent {
 /// subscription.
 pub type RuntimeEventStream = BoxStream<'static, RuntimeEvent>;
 
+/// A tag on the engine came to point at an image (a build, tag, import or
+/// load): what autoredeploy follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageTagged {
+    /// The reference as tagged, e.g. `web:latest`.
+    pub image: String,
+    pub image_id: String,
+}
+
+/// An endless stream of the engine's image tag events.
+pub type ImageEventStream = BoxStream<'static, ImageTagged>;
+
 /// What the agent needs from a container engine. Object safe, so the agent
 /// can hold an `Arc<dyn Runtime>`.
 #[async_trait]
@@ -132,6 +144,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// of this call: an event that happens after `events` returns is
     /// delivered even if the stream is first polled later.
     fn events(&self, node_id: &str) -> RuntimeEventStream;
+
+    /// Subscribes to image tags changing on the engine, from the moment of
+    /// this call.
+    fn image_events(&self) -> ImageEventStream;
 
     /// What the host offers in total.
     async fn resources(&self) -> Result<Resources, RuntimeError>;

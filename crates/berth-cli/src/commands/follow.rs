@@ -11,7 +11,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use berth_proto::v1 as proto;
 use berth_proto::v1::watch_event::Change;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -21,7 +21,7 @@ use tonic::Streaming;
 use crate::client::Client;
 use crate::commands::node;
 use crate::output;
-use crate::progress::{self, Goal, Progress, Verdict};
+use crate::progress::{self, Goal, Progress, RolloutVerdict, Verdict};
 
 /// While watch events stream in, the tasks are re-listed at most this
 /// often: a burst of changes costs one read, not one per change.
@@ -72,6 +72,87 @@ pub async fn follow(client: &mut Client, service: proto::Service, from_index: u6
             )
         }
     }
+}
+
+/// Follows the service's rollout from the write that started it until it
+/// completes, pauses or rolls back, showing the slots updated so far. A
+/// rollout that did not complete is an error, with the cluster's reason.
+pub async fn follow_rollout(
+    client: &mut Client,
+    service: proto::Service,
+    from_index: u64,
+    timeout: Duration,
+) -> Result<()> {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let name = service.name.clone();
+    let mut view = View::new();
+    let mut watch = open_watch(client, from_index).await;
+    let ending = loop {
+        let current = crate::commands::service::get(client, &name).await?;
+        let Some(rollout) = current.rollout else {
+            break Ok(format!("{name}: nothing to roll out"));
+        };
+        let line = progress::rollout_line(&name, &rollout);
+        view.show_line(&line, u64::from(rollout.slots), u64::from(rollout.updated));
+        match progress::rollout_verdict(&rollout) {
+            RolloutVerdict::Completed => {
+                break Ok(format!("{line} in {:.1}s: {}", started.elapsed().as_secs_f64(), rollout.message))
+            }
+            RolloutVerdict::Paused(why) => {
+                break Err(anyhow!(
+                    "{line}: paused: {why}\n(fix the spec and `berth service update {name}`, or `berth service \
+                     rollback {name}`)"
+                ))
+            }
+            RolloutVerdict::RolledBack(why) => break Err(anyhow!("{name}: {why}")),
+            RolloutVerdict::Rolling => {}
+        }
+        if !wait_for_change(client, &mut watch, &current.id, deadline).await {
+            break Err(anyhow!(
+                "{line} after {:.0}s; stopped waiting (--timeout; the rollout goes on, see `berth service \
+                 inspect {name}`)",
+                timeout.as_secs_f64()
+            ));
+        }
+    };
+    view.clear();
+    say(&ending?);
+    Ok(())
+}
+
+/// Waits until the service or one of its tasks changes, or a periodic
+/// re-read is due; false once the deadline passed.
+async fn wait_for_change(
+    client: &mut Client,
+    watch: &mut Option<Streaming<proto::WatchEvent>>,
+    service_id: &str,
+    deadline: Instant,
+) -> bool {
+    let period = if watch.is_some() { WATCHED_REFRESH_MS } else { POLL_REFRESH_MS };
+    let refresh_at = Instant::now() + Duration::from_millis(period);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return false,
+            _ = tokio::time::sleep_until(refresh_at) => return true,
+            event = next_event(watch) => match event.and_then(|e| e.change) {
+                Some(Change::ServiceUpserted(s)) if s.id == service_id => break,
+                Some(Change::TaskUpserted(t)) if t.service_id == service_id => break,
+                Some(Change::Resync(_)) => {
+                    *watch = open_watch(client, 0).await;
+                    break;
+                }
+                Some(_) => {}
+                None => {
+                    *watch = None;
+                    break;
+                }
+            },
+        }
+    }
+    // Let a burst of changes settle into one read.
+    tokio::time::sleep_until((Instant::now() + Duration::from_millis(MIN_REFRESH_GAP_MS)).min(deadline)).await;
+    true
 }
 
 async fn follow_until_settled(
@@ -230,10 +311,15 @@ impl View {
             Some(note) => format!("{status} ({note})"),
             None => status,
         };
+        self.show_line(&text, progress.wanted as u64, progress.running.min(progress.wanted) as u64);
+    }
+
+    fn show_line(&mut self, text: &str, length: u64, position: u64) {
+        let text = text.to_string();
         match self {
             View::Bar(bar) => {
-                bar.set_length(progress.wanted as u64);
-                bar.set_position(progress.running.min(progress.wanted) as u64);
+                bar.set_length(length);
+                bar.set_position(position.min(length));
                 bar.set_message(text);
             }
             View::Lines { last } => {
@@ -327,5 +413,44 @@ mod tests {
         let text = err.to_string();
         assert!(text.starts_with("web: 1/2 running after"), "{text}");
         assert!(text.contains("--timeout"), "{text}");
+    }
+
+    fn rollout(state: &str, updated: u32, message: &str) -> proto::Rollout {
+        proto::Rollout {
+            kind: "redeploy".into(),
+            state: state.into(),
+            message: message.into(),
+            slots: 2,
+            updated,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn following_a_rollout_reads_until_it_completes() {
+        let cluster = FakeCluster::start().await;
+        let service = cluster.insert(web(2));
+        cluster.script_rollouts([
+            rollout("rolling", 0, ""),
+            rollout("rolling", 1, ""),
+            rollout("completed", 2, "redeploy completed"),
+        ]);
+        let mut client = Client::new(&[cluster.address()]).expect("valid address");
+
+        follow_rollout(&mut client, service, 1, Duration::from_secs(10)).await.expect("completes");
+    }
+
+    #[tokio::test]
+    async fn a_paused_rollout_is_an_error_with_the_reason_and_what_to_do() {
+        let cluster = FakeCluster::start().await;
+        let service = cluster.insert(web(2));
+        cluster.script_rollouts([rollout("rolling", 0, ""), rollout("paused", 1, "task 1 failed: exited with code 3")]);
+        let mut client = Client::new(&[cluster.address()]).expect("valid address");
+
+        let err = follow_rollout(&mut client, service, 1, Duration::from_secs(10)).await.expect_err("paused");
+
+        let text = err.to_string();
+        assert!(text.starts_with("web: redeploy: 1/2 updated: paused: task 1 failed: exited with code 3"), "{text}");
+        assert!(text.contains("berth service rollback web"), "{text}");
     }
 }

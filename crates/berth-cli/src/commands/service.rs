@@ -6,13 +6,11 @@
 //! request id, and hands that same request to every retry. Unless
 //! `--detach`, a write is followed (`follow`) until its tasks run.
 
-use std::time::Duration;
-
 use anyhow::{anyhow, Context, Result};
 use berth_proto::v1 as proto;
 use tonic::Code;
 
-use crate::cli::{CreateArgs, ServiceCommand, UpdateArgs, WaitArgs};
+use crate::cli::{CreateArgs, ServiceCommand, UpdateArgs, WaitArgs, DEFAULT_PROGRESS_TIMEOUT, DEFAULT_ROLLOUT_TIMEOUT};
 use crate::client::{new_request_id, ApiError, Client};
 use crate::commands::follow;
 use crate::output::{self, OutputFormat};
@@ -64,7 +62,21 @@ pub async fn run(client: &mut Client, command: ServiceCommand) -> Result<()> {
         ServiceCommand::Update(args) => {
             let written = update(client, &args).await?;
             output::emit(&written.service.name)?;
-            wait_for_tasks(client, written, &args.wait).await?;
+            if is_rolling(&written.service) {
+                wait_for_rollout(client, written, &args.wait).await?;
+            } else {
+                wait_for_tasks(client, written, &args.wait).await?;
+            }
+        }
+        ServiceCommand::Redeploy { name, wait } => {
+            let written = redeploy(client, &name).await?;
+            output::emit(&written.service.name)?;
+            wait_for_rollout(client, written, &wait).await?;
+        }
+        ServiceCommand::Rollback { name, wait } => {
+            let written = rollback(client, &name).await?;
+            output::emit(&written.service.name)?;
+            wait_for_rollout(client, written, &wait).await?;
         }
         ServiceCommand::Scale { targets, wait } => {
             let total = targets.len();
@@ -124,8 +136,21 @@ async fn wait_for_tasks(client: &mut Client, written: Written, wait: &WaitArgs) 
     if wait.detach {
         return Ok(());
     }
-    let timeout = Duration::from_millis(u64::try_from(wait.timeout).unwrap_or(0));
+    let timeout = wait.timeout_or(DEFAULT_PROGRESS_TIMEOUT);
     follow::follow(client, written.service, written.index, timeout).await
+}
+
+/// Follows a rollout until it completes, pauses or rolls back, unless `--detach`.
+async fn wait_for_rollout(client: &mut Client, written: Written, wait: &WaitArgs) -> Result<()> {
+    if wait.detach {
+        return Ok(());
+    }
+    let timeout = wait.timeout_or(DEFAULT_ROLLOUT_TIMEOUT);
+    follow::follow_rollout(client, written.service, written.index, timeout).await
+}
+
+fn is_rolling(service: &proto::Service) -> bool {
+    service.rollout.as_ref().is_some_and(|r| r.state == "rolling")
 }
 
 /// The reply of every service write names the service; one without is a
@@ -217,6 +242,28 @@ pub async fn scale(client: &mut Client, target: &ScaleTarget) -> Result<Written>
         .call(|mut c| {
             let request = request.clone();
             async move { c.scale_service(request).await }
+        })
+        .await?;
+    written(reply)
+}
+
+pub async fn redeploy(client: &mut Client, name: &str) -> Result<Written> {
+    let request = proto::RedeployServiceRequest { request_id: new_request_id(), name: name.to_string() };
+    let reply = client
+        .call(|mut c| {
+            let request = request.clone();
+            async move { c.redeploy_service(request).await }
+        })
+        .await?;
+    written(reply)
+}
+
+pub async fn rollback(client: &mut Client, name: &str) -> Result<Written> {
+    let request = proto::RollbackServiceRequest { request_id: new_request_id(), name: name.to_string() };
+    let reply = client
+        .call(|mut c| {
+            let request = request.clone();
+            async move { c.rollback_service(request).await }
         })
         .await?;
     written(reply)

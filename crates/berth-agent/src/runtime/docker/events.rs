@@ -1,6 +1,7 @@
-//! One node's container events from the Docker Engine's events API,
-//! filtered by the engine (container type, the node's label, the actions
-//! berth acts on), as an endless stream that reconnects by itself.
+//! One node's container events, and the engine's image tag events, from
+//! the Docker Engine's events API, filtered by the engine (object type,
+//! the node's label, the actions berth acts on), as endless streams that
+//! reconnect by themselves.
 //!
 //! The subscription is fixed at the moment `subscribe` is called: the
 //! engine is asked for events *since* that instant, so an event between the
@@ -22,7 +23,7 @@ use futures::StreamExt;
 use super::convert::{
     event_time_nanos, runtime_event, since_argument, ACTION_DESTROY, ACTION_DIE, ACTION_HEALTH_STATUS, ACTION_START,
 };
-use crate::runtime::{RuntimeEvent, RuntimeEventStream, LABEL_NODE};
+use crate::runtime::{ImageEventStream, ImageTagged, RuntimeEvent, RuntimeEventStream, LABEL_NODE};
 
 /// First wait before reconnecting to a broken events stream.
 pub const EVENTS_RETRY_INITIAL_MS: u64 = 100;
@@ -31,9 +32,13 @@ pub const EVENTS_RETRY_MAX_MS: u64 = 5_000;
 
 type EngineEvents = BoxStream<'static, Result<EventMessage, bollard::errors::Error>>;
 
-struct Feed {
+struct Feed<T> {
     docker: Docker,
     filters: HashMap<String, Vec<String>>,
+    /// What berth makes of an engine event; `None` skips it.
+    convert: fn(&EventMessage) -> Option<T>,
+    /// What a broken stream is reported as, if anything.
+    interrupted: fn(String) -> Option<T>,
     /// Ask the engine for events from this Unix time on.
     since_nanos: i64,
     engine: Option<EngineEvents>,
@@ -41,9 +46,51 @@ struct Feed {
     retry_in: Option<Duration>,
 }
 
+fn now_nanos() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).ok().and_then(|d| i64::try_from(d.as_nanos()).ok()).unwrap_or(0)
+}
+
+/// Image tags coming to point at an image: `docker build -t`, `docker tag`,
+/// `docker import` and `docker load` all announce a `tag` (or `load`/`import`)
+/// event naming the reference and the image id.
+pub(super) fn subscribe_images(docker: Docker) -> ImageEventStream {
+    let filters = HashMap::from([
+        ("type".to_string(), vec!["image".to_string()]),
+        ("event".to_string(), ["tag", "load", "import"].map(String::from).to_vec()),
+    ]);
+    let interrupted = |reason: String| {
+        tracing::warn!(%reason, "image events interrupted; a retag in the gap is not noticed until the next one");
+        None
+    };
+    let feed = Feed {
+        docker,
+        filters,
+        convert: image_tagged,
+        interrupted,
+        since_nanos: now_nanos(),
+        engine: None,
+        retry_in: None,
+    };
+    futures::stream::unfold(feed, |mut feed| async move {
+        let event = feed.next_event().await;
+        Some((event, feed))
+    })
+    .boxed()
+}
+
+fn image_tagged(message: &EventMessage) -> Option<ImageTagged> {
+    let actor = message.actor.as_ref()?;
+    let image_id = actor.id.clone()?;
+    let name = actor.attributes.as_ref()?.get("name")?;
+    // `import` and `load` also name the bare id; only a tag is followed.
+    if name.starts_with("sha256:") || name.is_empty() {
+        return None;
+    }
+    Some(ImageTagged { image: name.clone(), image_id })
+}
+
 pub(super) fn subscribe(docker: Docker, node_id: &str) -> RuntimeEventStream {
-    let since_nanos =
-        SystemTime::now().duration_since(UNIX_EPOCH).ok().and_then(|d| i64::try_from(d.as_nanos()).ok()).unwrap_or(0);
+    let since_nanos = now_nanos();
     let filters = HashMap::from([
         ("type".to_string(), vec!["container".to_string()]),
         ("label".to_string(), vec![format!("{LABEL_NODE}={node_id}")]),
@@ -52,7 +99,8 @@ pub(super) fn subscribe(docker: Docker, node_id: &str) -> RuntimeEventStream {
             [ACTION_START, ACTION_DIE, ACTION_HEALTH_STATUS, ACTION_DESTROY].map(String::from).to_vec(),
         ),
     ]);
-    let feed = Feed { docker, filters, since_nanos, engine: None, retry_in: None };
+    let interrupted = |reason: String| Some(RuntimeEvent::StreamInterrupted { reason });
+    let feed = Feed { docker, filters, convert: runtime_event, interrupted, since_nanos, engine: None, retry_in: None };
     futures::stream::unfold(feed, |mut feed| async move {
         let event = feed.next_event().await;
         Some((event, feed))
@@ -60,8 +108,8 @@ pub(super) fn subscribe(docker: Docker, node_id: &str) -> RuntimeEventStream {
     .boxed()
 }
 
-impl Feed {
-    async fn next_event(&mut self) -> RuntimeEvent {
+impl<T> Feed<T> {
+    async fn next_event(&mut self) -> T {
         loop {
             let engine = match &mut self.engine {
                 Some(engine) => engine,
@@ -79,7 +127,7 @@ impl Feed {
                         // Resume after this event, not at it, on reconnect.
                         self.since_nanos = self.since_nanos.max(nanos.saturating_add(1));
                     }
-                    match runtime_event(&message) {
+                    match (self.convert)(&message) {
                         Some(event) => return event,
                         None => continue,
                     }
@@ -93,7 +141,9 @@ impl Feed {
             });
             self.retry_in = Some(Duration::from_millis(next_wait));
             tracing::warn!(%reason, retry_in_ms = next_wait, "Docker events stream interrupted");
-            return RuntimeEvent::StreamInterrupted { reason };
+            if let Some(event) = (self.interrupted)(reason) {
+                return event;
+            }
         }
     }
 

@@ -23,7 +23,9 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures::StreamExt;
 
-use super::{ContainerInfo, ContainerSpec, Runtime, RuntimeError, RuntimeEventStream, LABEL_NODE, LABEL_TASK};
+use super::{
+    ContainerInfo, ContainerSpec, ImageEventStream, Runtime, RuntimeError, RuntimeEventStream, LABEL_NODE, LABEL_TASK,
+};
 
 /// Containers inspected at once while listing.
 pub const LIST_INSPECT_CONCURRENCY: usize = 8;
@@ -194,6 +196,10 @@ impl Runtime for DockerRuntime {
 
     fn events(&self, node_id: &str) -> RuntimeEventStream {
         events::subscribe(self.docker.clone(), node_id)
+    }
+
+    fn image_events(&self) -> ImageEventStream {
+        events::subscribe_images(self.docker.clone())
     }
 
     async fn resources(&self) -> Result<Resources, RuntimeError> {
