@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use berth_core::{
-    Autodestroy, Availability, EnvVar, FailureAction, PortMapping, RestartCondition, ServiceLink, Strategy, UpdateOrder,
+    Autodestroy, Availability, EnvVar, FailureAction, PortMapping, RestartCondition, ServiceLink, Strategy,
+    TriggerAction, UpdateOrder,
 };
 use berth_manager::config::DEFAULT_LISTEN;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -77,6 +78,10 @@ pub enum Command {
     /// List, inspect, drain and remove the worker nodes.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Secret URLs that redeploy or scale a service on an HTTP POST (for CI
+    /// pipelines).
+    #[command(subcommand)]
+    Trigger(TriggerCommand),
     /// Run an agent: join the cluster as a worker and run its tasks on the
     /// local Docker engine.
     Agent(AgentArgs),
@@ -325,6 +330,33 @@ impl WaitArgs {
         let ms = self.timeout.or_else(|| parse::duration_ms(default).ok()).unwrap_or(0);
         std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TriggerCommand {
+    /// Create a trigger and print its URL; POST to it on any manager's API
+    /// port to run the action. The URL is shown once: keep it secret.
+    Create {
+        service: String,
+        #[arg(long, default_value = "redeploy", value_parser = parse::keyword::<TriggerAction>(TriggerAction::ALL))]
+        action: TriggerAction,
+        /// Print only the URL.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// List triggers (of one service, or all).
+    #[command(alias = "list")]
+    Ls {
+        service: Option<String>,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Remove (revoke) triggers by id; their URLs answer 404 from then on.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -577,6 +577,39 @@ pub fn nodes_json(nodes: &[proto::Node]) -> Value {
     Value::Array(nodes.iter().map(node_json).collect())
 }
 
+pub fn triggers_json(triggers: &[proto::Trigger]) -> Value {
+    Value::Array(
+        triggers
+            .iter()
+            .map(|t| {
+                json!({
+                    "id": t.id,
+                    "service": t.service,
+                    "action": t.action,
+                    "created_at_ms": t.created_at_ms,
+                    "last_fired_at_ms": if t.last_fired_at_ms == 0 { Value::Null } else { Value::from(t.last_fired_at_ms) },
+                    "fired_count": t.fired_count,
+                })
+            })
+            .collect(),
+    )
+}
+
+pub fn triggers_table(triggers: &[proto::Trigger]) -> Table {
+    let mut table = table(&["ID", "SERVICE", "ACTION", "CREATED", "LAST FIRED", "FIRED"]);
+    for trigger in triggers {
+        table.add_row(vec![
+            trigger.id.clone(),
+            trigger.service.clone(),
+            trigger.action.clone(),
+            timestamp(trigger.created_at_ms),
+            if trigger.last_fired_at_ms == 0 { "never".to_string() } else { timestamp(trigger.last_fired_at_ms) },
+            trigger.fired_count.to_string(),
+        ]);
+    }
+    table
+}
+
 pub fn nodes_table(nodes: &[proto::Node]) -> Table {
     let mut table = table(&["NAME", "ID", "ROLE", "STATUS", "AVAILABILITY", "TAGS", "CPUS", "MEMORY", "TASKS"]);
     for node in nodes {

@@ -272,6 +272,27 @@ impl ClusterApi for Fake {
         Ok(Response::new(proto::ServiceReply { service: Some(service.clone()), index }))
     }
 
+    async fn create_trigger(
+        &self,
+        _request: Request<proto::CreateTriggerRequest>,
+    ) -> Result<Response<proto::CreateTriggerReply>, Status> {
+        Err(Status::unimplemented("the fake has no triggers"))
+    }
+
+    async fn list_triggers(
+        &self,
+        _request: Request<proto::ListTriggersRequest>,
+    ) -> Result<Response<proto::ListTriggersReply>, Status> {
+        Err(Status::unimplemented("the fake has no triggers"))
+    }
+
+    async fn remove_trigger(
+        &self,
+        _request: Request<proto::RemoveTriggerRequest>,
+    ) -> Result<Response<proto::RemoveTriggerReply>, Status> {
+        Err(Status::unimplemented("the fake has no triggers"))
+    }
+
     async fn redeploy_service(
         &self,
         request: Request<proto::RedeployServiceRequest>,

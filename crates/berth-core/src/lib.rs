@@ -14,9 +14,11 @@ pub mod state;
 #[cfg(test)]
 pub(crate) mod test_world;
 pub mod token;
+pub mod trigger;
 
 pub use error::CoreError;
 pub use node::*;
 pub use rollout::{Rollout, RolloutAction, RolloutDecision, RolloutKind, RolloutProgress, RolloutState};
 pub use spec::*;
 pub use state::*;
+pub use trigger::{Trigger, TriggerAction};

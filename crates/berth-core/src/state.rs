@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use crate::{
     Availability, CoreError, DesiredState, Node, NodeStatus, Resources, Rollout, RolloutAction, RolloutDecision,
-    RolloutKind, RolloutState, ServiceMode, ServiceSpec, Task, TaskState, TaskStatus,
+    RolloutKind, RolloutState, ServiceMode, ServiceSpec, Task, TaskState, TaskStatus, Trigger, TriggerAction,
 };
 
 /// How many request ids are remembered for deduplication. A client retries
@@ -71,6 +71,20 @@ pub enum Command {
         node_id: String,
         image: String,
         image_id: String,
+    },
+    /// `id` is drawn by the proposing manager; only the token's hash is stored.
+    CreateTrigger {
+        id: String,
+        service: String,
+        action: TriggerAction,
+        token_hash: String,
+    },
+    RemoveTrigger {
+        id: String,
+    },
+    /// Someone POSTed a trigger's URL: carry out its action.
+    FireTrigger {
+        token_hash: String,
     },
     /// An agent registered; a known name keeps its node id.
     RegisterNode {
@@ -142,6 +156,8 @@ pub enum Outcome {
     ServiceRemoved { id: String },
     Node(Box<Node>),
     NodeRemoved { id: String },
+    Trigger(Box<Trigger>),
+    TriggerRemoved { id: String },
 }
 
 /// A change to the state, as `Watch` streams it.
@@ -211,6 +227,7 @@ pub struct ClusterState {
     tasks_by_service: BTreeMap<String, BTreeSet<String>>,
     /// Index: node id to the ids of tasks assigned to it.
     tasks_by_node: BTreeMap<String, BTreeSet<String>>,
+    triggers: BTreeMap<String, Trigger>,
     requests: RequestLog,
 }
 
@@ -231,6 +248,8 @@ enum RememberedOutcome {
     ServiceRemoved { id: String },
     Node { id: String },
     NodeRemoved { id: String },
+    Trigger { id: String },
+    TriggerRemoved { id: String },
 }
 
 impl RememberedOutcome {
@@ -242,6 +261,8 @@ impl RememberedOutcome {
             Outcome::ServiceRemoved { id } => RememberedOutcome::ServiceRemoved { id: id.clone() },
             Outcome::Node(node) => RememberedOutcome::Node { id: node.id.clone() },
             Outcome::NodeRemoved { id } => RememberedOutcome::NodeRemoved { id: id.clone() },
+            Outcome::Trigger(trigger) => RememberedOutcome::Trigger { id: trigger.id.clone() },
+            Outcome::TriggerRemoved { id } => RememberedOutcome::TriggerRemoved { id: id.clone() },
         }
     }
 }
@@ -323,7 +344,20 @@ impl ClusterState {
                 None => Ok(Outcome::NodeRemoved { id: id.clone() }),
             },
             Ok(RememberedOutcome::NodeRemoved { id }) => Ok(Outcome::NodeRemoved { id: id.clone() }),
+            Ok(RememberedOutcome::Trigger { id }) => match self.triggers.get(id) {
+                Some(trigger) => Ok(Outcome::Trigger(Box::new(trigger.clone()))),
+                None => Ok(Outcome::TriggerRemoved { id: id.clone() }),
+            },
+            Ok(RememberedOutcome::TriggerRemoved { id }) => Ok(Outcome::TriggerRemoved { id: id.clone() }),
         })
+    }
+
+    pub fn triggers(&self) -> impl Iterator<Item = &Trigger> {
+        self.triggers.values()
+    }
+
+    fn trigger_by_hash(&self, token_hash: &str) -> Option<&Trigger> {
+        self.triggers.values().find(|t| t.token_hash == token_hash)
     }
 
     pub fn services(&self) -> impl Iterator<Item = &Service> {
@@ -419,6 +453,43 @@ impl ClusterState {
                     )));
                 }
                 Ok(())
+            }
+            Command::CreateTrigger { service, token_hash, .. } => {
+                self.service(service).ok_or_else(|| CoreError::not_found("service", service))?;
+                if self.triggers.len() >= crate::trigger::MAX_TRIGGERS {
+                    return Err(CoreError::Conflict(format!(
+                        "the cluster already has {} triggers, the most it keeps",
+                        crate::trigger::MAX_TRIGGERS
+                    )));
+                }
+                if token_hash.len() != 64 || self.trigger_by_hash(token_hash).is_some() {
+                    return Err(CoreError::invalid("token", "must be a fresh secret"));
+                }
+                Ok(())
+            }
+            Command::RemoveTrigger { id } => {
+                self.triggers.get(id).ok_or_else(|| CoreError::not_found("trigger", id))?;
+                Ok(())
+            }
+            Command::FireTrigger { token_hash } => {
+                // Says nothing about which part was wrong: the caller may be guessing.
+                let trigger = self.trigger_by_hash(token_hash).ok_or_else(|| CoreError::not_found("trigger", "?"))?;
+                let service =
+                    self.services.get(&trigger.service_id).ok_or_else(|| CoreError::not_found("trigger", "?"))?;
+                match (trigger.action, service.spec.mode) {
+                    (TriggerAction::ScaleUp | TriggerAction::ScaleDown, ServiceMode::EveryNode) => {
+                        Err(CoreError::Conflict(format!(
+                            "service '{}' runs on every node and cannot be scaled",
+                            service.spec.name
+                        )))
+                    }
+                    (TriggerAction::ScaleUp, ServiceMode::Replicated { replicas })
+                        if replicas >= crate::MAX_REPLICAS =>
+                    {
+                        Err(CoreError::invalid("replicas", format!("{replicas} is already the maximum")))
+                    }
+                    _ => Ok(()),
+                }
             }
             Command::ImageChanged { node_id, .. } => {
                 self.nodes.get(node_id).ok_or_else(|| CoreError::not_found("node", node_id))?;
@@ -542,13 +613,31 @@ impl ClusterState {
                     }
                 }
             }),
-            Command::RedeployService { name } => self.modify_service(name, index, now, changes, |service| {
-                service.spec.force_redeploy += 1;
-                service.rollout = Some(Rollout::start(RolloutKind::Redeploy, now));
-            }),
+            Command::RedeployService { name } => {
+                self.modify_service(name, index, now, changes, |service| start_redeploy(service, now))
+            }
             Command::RollbackService { name } => self.modify_service(name, index, now, changes, |service| {
                 roll_back(service, RolloutKind::Rollback, String::new(), now);
             }),
+            Command::CreateTrigger { id, service, action, token_hash } => {
+                let Some(service_id) = self.service(service).map(|s| s.id.clone()) else { return Outcome::Done };
+                let trigger = Trigger {
+                    id: id.clone(),
+                    service_id,
+                    action: *action,
+                    token_hash: token_hash.clone(),
+                    created_at_ms: now,
+                    last_fired_at_ms: 0,
+                    fired_count: 0,
+                };
+                self.triggers.insert(id.clone(), trigger.clone());
+                Outcome::Trigger(Box::new(trigger))
+            }
+            Command::RemoveTrigger { id } => {
+                self.triggers.remove(id);
+                Outcome::TriggerRemoved { id: id.clone() }
+            }
+            Command::FireTrigger { token_hash } => self.fire_trigger(token_hash, index, now, changes),
             Command::ImageChanged { image, image_id, .. } => {
                 let targets: Vec<String> = self
                     .services
@@ -562,11 +651,11 @@ impl ClusterState {
                     .collect();
                 for name in targets {
                     self.modify_service(&name, index, now, changes, |service| {
-                        service.spec.force_redeploy += 1;
+                        start_redeploy(service, now);
                         service.autoredeployed_image_id = image_id.clone();
-                        let mut rollout = Rollout::start(RolloutKind::Redeploy, now);
-                        rollout.message = format!("autoredeploy: {image} is now {}", short_image_id(image_id));
-                        service.rollout = Some(rollout);
+                        if let Some(rollout) = service.rollout.as_mut() {
+                            rollout.message = format!("autoredeploy: {image} is now {}", short_image_id(image_id));
+                        }
                     });
                 }
                 Outcome::Done
@@ -577,6 +666,7 @@ impl ClusterState {
             Command::RemoveService { name } => match self.service_ids.remove(name) {
                 Some(id) => {
                     self.services.remove(&id);
+                    self.triggers.retain(|_, t| t.service_id != id);
                     changes.push(Change::ServiceRemoved { id: id.clone(), name: name.clone() });
                     Outcome::ServiceRemoved { id }
                 }
@@ -725,6 +815,26 @@ impl ClusterState {
         }
     }
 
+    fn fire_trigger(&mut self, token_hash: &str, index: u64, now: i64, changes: &mut Vec<Change>) -> Outcome {
+        let Some(trigger) = self.triggers.values_mut().find(|t| t.token_hash == token_hash) else {
+            return Outcome::Done;
+        };
+        trigger.last_fired_at_ms = now;
+        trigger.fired_count += 1;
+        let (action, service_id) = (trigger.action, trigger.service_id.clone());
+        let Some(name) = self.services.get(&service_id).map(|s| s.spec.name.clone()) else { return Outcome::Done };
+        self.modify_service(&name, index, now, changes, |service| match action {
+            TriggerAction::Redeploy => start_redeploy(service, now),
+            TriggerAction::ScaleUp | TriggerAction::ScaleDown => {
+                if let ServiceMode::Replicated { replicas } = service.spec.mode {
+                    let replicas =
+                        if action == TriggerAction::ScaleUp { replicas + 1 } else { replicas.saturating_sub(1) };
+                    service.spec.mode = ServiceMode::Replicated { replicas };
+                }
+            }
+        })
+    }
+
     fn put_node(&mut self, node: Node, changes: &mut Vec<Change>) {
         self.node_ids.insert(node.name.clone(), node.id.clone());
         changes.push(Change::NodeUpserted(Box::new(node.clone())));
@@ -858,6 +968,12 @@ impl ClusterState {
         changes.push(Change::ServiceUpserted(Box::new(service.clone())));
         Outcome::Service(Box::new(service))
     }
+}
+
+/// Every task is replaced with a fresh one running the same spec.
+fn start_redeploy(service: &mut Service, now: i64) {
+    service.spec.force_redeploy += 1;
+    service.rollout = Some(Rollout::start(RolloutKind::Redeploy, now));
 }
 
 /// Swaps the current and previous specs, keeping the current scale: a
@@ -1003,6 +1119,34 @@ mod tests {
         let _ = state.apply(5, &request("", assign));
         assert_eq!(state.tasks_of_node("a").count(), 0, "no longer on a's list");
         assert_eq!(state.tasks_of_node("b").count(), 1);
+    }
+
+    #[test]
+    fn a_trigger_fires_by_its_token_hash_and_goes_with_its_service() {
+        let mut state = ClusterState::default();
+        let _ = state.apply(1, &request("", create("web")));
+        let hash = crate::token::hash_token("s3cret");
+        let make = |action| Command::CreateTrigger {
+            id: format!("t-{action}"),
+            service: "web".into(),
+            action,
+            token_hash: hash.clone(),
+        };
+        let (created, _) = state.apply(2, &request("", make(TriggerAction::ScaleUp)));
+        assert!(matches!(created, Ok(Outcome::Trigger(_))), "{created:?}");
+        let (again, _) = state.apply(3, &request("", make(TriggerAction::Redeploy)));
+        assert!(again.is_err(), "one token, one trigger");
+
+        let wrong =
+            state.apply(4, &request("", Command::FireTrigger { token_hash: crate::token::hash_token("guess") }));
+        assert!(matches!(wrong.0, Err(CoreError::NotFound { .. })));
+        assert!(wrong.1.is_empty(), "a wrong token changes nothing");
+        let (fired, _) = state.apply(5, &request("", Command::FireTrigger { token_hash: hash.clone() }));
+        assert!(matches!(fired, Ok(Outcome::Service(ref s)) if s.spec.replicas() == Some(2)), "{fired:?}");
+        assert_eq!(state.triggers().next().map(|t| t.fired_count), Some(1));
+
+        let _ = state.apply(6, &request("", Command::RemoveService { name: "web".into() }));
+        assert_eq!(state.triggers().count(), 0, "a removed service takes its triggers along");
     }
 
     fn arbitrary_command() -> impl Strategy<Value = Command> {

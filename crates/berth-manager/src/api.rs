@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_core::token::Role;
-use berth_core::{orchestrator, Command, CoreError, Outcome};
+use berth_core::{orchestrator, Command, CoreError, Outcome, TriggerAction};
 use berth_proto::v1 as pb;
 use berth_proto::v1::cluster_api_client::ClusterApiClient;
 use berth_proto::v1::cluster_api_server::ClusterApi;
@@ -153,6 +153,66 @@ impl ClusterApi for Api {
         let command = Command::RollbackService { name: request.name };
         let outcome = self.node.write(request_id_or_new(request.request_id), command).await?;
         self.service_reply(outcome)
+    }
+
+    #[instrument(skip_all, fields(node = self.node.id))]
+    async fn create_trigger(
+        &self,
+        request: Request<pb::CreateTriggerRequest>,
+    ) -> Result<Response<pb::CreateTriggerReply>, Status> {
+        let request = request.into_inner();
+        let action: TriggerAction = request.action.parse().map_err(invalid)?;
+        let token = if request.token.is_empty() {
+            hex::encode(crate::node::random_bytes::<{ berth_core::trigger::TRIGGER_SECRET_BYTES }>())
+        } else {
+            berth_core::trigger::validate_trigger_token(&request.token).map_err(invalid)?;
+            request.token
+        };
+        let command = Command::CreateTrigger {
+            id: crate::node::hex_id(),
+            service: request.service,
+            action,
+            token_hash: berth_core::token::hash_token(&token),
+        };
+        match self.node.write(request_id_or_new(request.request_id), command).await? {
+            Outcome::Trigger(trigger) => {
+                let trigger = self.node.view.read(|state, _| trigger_to_proto(state, &trigger));
+                let url = format!("http://{}/v1/triggers/{token}", self.node.own_address());
+                Ok(Response::new(pb::CreateTriggerReply { trigger: Some(trigger), token, url }))
+            }
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    async fn list_triggers(
+        &self,
+        request: Request<pb::ListTriggersRequest>,
+    ) -> Result<Response<pb::ListTriggersReply>, Status> {
+        let request = request.into_inner();
+        self.read_barrier(request.consistency).await?;
+        let triggers = self.node.view.read(|state, _| -> Result<Vec<pb::Trigger>, CoreError> {
+            let service_id = match request.service.as_str() {
+                "" => None,
+                name => Some(state.service(name).ok_or_else(|| CoreError::not_found("service", name))?.id.clone()),
+            };
+            Ok(state
+                .triggers()
+                .filter(|t| service_id.as_ref().is_none_or(|id| *id == t.service_id))
+                .map(|t| trigger_to_proto(state, t))
+                .collect())
+        });
+        Ok(Response::new(pb::ListTriggersReply { triggers: triggers.map_err(invalid)? }))
+    }
+
+    #[instrument(skip_all, fields(node = self.node.id))]
+    async fn remove_trigger(
+        &self,
+        request: Request<pb::RemoveTriggerRequest>,
+    ) -> Result<Response<pb::RemoveTriggerReply>, Status> {
+        let request = request.into_inner();
+        let command = Command::RemoveTrigger { id: request.id };
+        self.node.write(request_id_or_new(request.request_id), command).await?;
+        Ok(Response::new(pb::RemoveTriggerReply {}))
     }
 
     #[instrument(skip_all, fields(node = self.node.id))]
@@ -408,6 +468,17 @@ impl ClusterApi for Api {
             }
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+fn trigger_to_proto(state: &berth_core::ClusterState, trigger: &berth_core::Trigger) -> pb::Trigger {
+    pb::Trigger {
+        id: trigger.id.clone(),
+        service: state.service_by_id(&trigger.service_id).map(|s| s.spec.name.clone()).unwrap_or_default(),
+        action: trigger.action.to_string(),
+        created_at_ms: trigger.created_at_ms,
+        last_fired_at_ms: trigger.last_fired_at_ms,
+        fired_count: trigger.fired_count,
     }
 }
 

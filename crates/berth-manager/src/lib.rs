@@ -14,6 +14,7 @@ pub mod identity;
 pub mod network;
 pub mod node;
 pub mod raft_service;
+pub mod triggers;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -242,17 +243,23 @@ async fn grpc_server(
         .context("cannot build the reflection service")?;
     let cluster_api =
         ClusterApiServer::new(api::Api { node: node.clone() }).max_decoding_message_size(api::MAX_REQUEST_BYTES);
+    let trigger_routes = triggers::router(node.clone());
     let raft_api = RaftServiceServer::new(raft_service::RaftGrpc { node })
         .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(health_service)
+    let grpc = tonic::service::Routes::new(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
         .add_service(cluster_api)
         .add_service(raft_api)
-        .add_service(DispatcherServer::new(dispatcher_service).max_decoding_message_size(api::MAX_REQUEST_BYTES))
+        .add_service(DispatcherServer::new(dispatcher_service).max_decoding_message_size(api::MAX_REQUEST_BYTES));
+    // HTTP/1.1 is accepted beside gRPC for the trigger URLs; gRPC clients
+    // speak HTTP/2 and are routed as before.
+    let routes = tonic::service::Routes::from(grpc.into_axum_router().merge(trigger_routes));
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .accept_http1(true)
+        .add_routes(routes)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown.cancelled_owned(),

@@ -69,6 +69,13 @@ impl ManagerNode {
         Some((leader, addr))
     }
 
+    /// The address other managers and clients reach this one at.
+    pub fn own_address(&self) -> String {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics.membership_config.membership().get_node(&self.id).map(|n| n.addr.clone()).unwrap_or_default()
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader
     }

@@ -10,6 +10,7 @@ pub mod manager;
 pub mod node;
 pub mod process;
 pub mod service;
+pub mod trigger;
 pub mod up;
 
 use anyhow::Result;
@@ -36,6 +37,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Node(command) => {
             let mut client = Client::new(&cli.manager)?;
             node::run(&mut client, command).await
+        }
+        Command::Trigger(command) => {
+            let mut client = Client::new(&cli.manager)?;
+            trigger::run(&mut client, command).await
         }
         Command::Agent(args) => agent::run(args, &cli.manager).await,
         Command::Up(args) => up::run(args).await,
