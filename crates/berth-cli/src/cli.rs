@@ -78,6 +78,9 @@ pub enum Command {
     /// List, inspect, drain and remove the worker nodes.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Deploy, list and remove stacks: the services of a compose file.
+    #[command(subcommand)]
+    Stack(StackCommand),
     /// Secret URLs that redeploy or scale a service on an HTTP POST (for CI
     /// pipelines).
     #[command(subcommand)]
@@ -133,6 +136,13 @@ pub struct UpArgs {
     pub advertise: Option<String>,
     #[command(flatten)]
     pub node: NodeIdentityArgs,
+    /// Deploy this compose file as a stack once the node is ready (the same
+    /// file `berth stack deploy` takes to a cluster).
+    #[arg(long = "compose-file", short = 'c', value_name = "FILE")]
+    pub compose_file: Option<PathBuf>,
+    /// The stack's name with -c [default: the compose file's folder name].
+    #[arg(long, requires = "compose_file")]
+    pub stack: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -330,6 +340,53 @@ impl WaitArgs {
         let ms = self.timeout.or_else(|| parse::duration_ms(default).ok()).unwrap_or(0);
         std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StackCommand {
+    /// Create or update a stack from a compose file: new services are
+    /// created, changed ones roll with their update settings, unchanged ones
+    /// are not touched; all in one write. Waits until the changes are done,
+    /// unless --detach.
+    Deploy(StackDeployArgs),
+    /// List stacks.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long, short, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// List the tasks of a stack's services.
+    Ps {
+        stack: String,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// List a stack's services.
+    Services {
+        stack: String,
+        #[arg(long, short, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Remove a stack and all its services.
+    #[command(alias = "remove")]
+    Rm { stack: String },
+}
+
+#[derive(Debug, Args)]
+pub struct StackDeployArgs {
+    /// The compose file (compose specification, or a Tutum stackfile).
+    #[arg(long = "compose-file", short = 'c', value_name = "FILE")]
+    pub compose_file: PathBuf,
+    /// The stack's name; its services are named STACK_SERVICE.
+    pub stack: String,
+    /// Remove the stack's services that are no longer in the file.
+    #[arg(long)]
+    pub prune: bool,
+    /// Print what would change, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -577,6 +577,43 @@ pub fn nodes_json(nodes: &[proto::Node]) -> Value {
     Value::Array(nodes.iter().map(node_json).collect())
 }
 
+pub fn stacks_json(stacks: &[proto::StackSummary]) -> Value {
+    Value::Array(stacks.iter().map(|s| json!({ "name": s.name, "services": s.services })).collect())
+}
+
+pub fn stacks_table(stacks: &[proto::StackSummary]) -> Table {
+    let mut table = table(&["NAME", "SERVICES"]);
+    for stack in stacks {
+        table.add_row(vec![stack.name.clone(), stack.services.to_string()]);
+    }
+    table
+}
+
+/// `shop: 1 to create, 1 to update, 2 unchanged`, then one line per service
+/// marked + (create), ~ (update), - (remove), = (unchanged), ? (kept).
+pub fn stack_plan_text(stack: &str, plan: &proto::StackPlan, dry_run: bool) -> String {
+    let verb = |done: &str, todo: &str| if dry_run { todo.to_string() } else { done.to_string() };
+    let mut summary = vec![
+        format!("{} {}", plan.create.len(), verb("created", "to create")),
+        format!("{} {}", plan.update.len(), verb("updated", "to update")),
+        format!("{} unchanged", plan.unchanged.len()),
+    ];
+    if !plan.remove.is_empty() {
+        summary.push(format!("{} {}", plan.remove.len(), verb("removed", "to remove")));
+    }
+    if !plan.keep.is_empty() {
+        summary.push(format!("{} not in the file, kept (--prune removes them)", plan.keep.len()));
+    }
+    let mut lines =
+        vec![format!("{stack}: {}{}", summary.join(", "), if dry_run { " (dry run: nothing changed)" } else { "" })];
+    let marked =
+        [("+", &plan.create), ("~", &plan.update), ("-", &plan.remove), ("=", &plan.unchanged), ("?", &plan.keep)];
+    for (mark, names) in marked {
+        lines.extend(names.iter().map(|name| format!("  {mark} {name}")));
+    }
+    lines.join("\n")
+}
+
 pub fn triggers_json(triggers: &[proto::Trigger]) -> Value {
     Value::Array(
         triggers

@@ -272,6 +272,27 @@ impl ClusterApi for Fake {
         Ok(Response::new(proto::ServiceReply { service: Some(service.clone()), index }))
     }
 
+    async fn deploy_stack(
+        &self,
+        _request: Request<proto::DeployStackRequest>,
+    ) -> Result<Response<proto::DeployStackReply>, Status> {
+        Err(Status::unimplemented("the fake has no stacks"))
+    }
+
+    async fn list_stacks(
+        &self,
+        _request: Request<proto::ListStacksRequest>,
+    ) -> Result<Response<proto::ListStacksReply>, Status> {
+        Err(Status::unimplemented("the fake has no stacks"))
+    }
+
+    async fn remove_stack(
+        &self,
+        _request: Request<proto::RemoveStackRequest>,
+    ) -> Result<Response<proto::RemoveStackReply>, Status> {
+        Err(Status::unimplemented("the fake has no stacks"))
+    }
+
     async fn create_trigger(
         &self,
         _request: Request<proto::CreateTriggerRequest>,

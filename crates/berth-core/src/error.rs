@@ -34,6 +34,17 @@ impl CoreError {
         }
     }
 
+    /// The same refusal about a field of one service among several (a
+    /// stack): `image` becomes `shop_db.image`.
+    pub fn in_service(self, service: &str) -> Self {
+        match self {
+            CoreError::SpecInvalid { field, reason } => {
+                CoreError::SpecInvalid { field: format!("{service}.{field}"), reason }
+            }
+            other => other,
+        }
+    }
+
     pub fn not_found(kind: &str, name: impl Into<String>) -> Self {
         CoreError::NotFound { kind: kind.to_string(), name: name.into() }
     }

@@ -10,6 +10,7 @@ pub mod node;
 pub mod orchestrator;
 pub mod rollout;
 pub mod spec;
+pub mod stack;
 pub mod state;
 #[cfg(test)]
 pub(crate) mod test_world;
@@ -20,5 +21,6 @@ pub use error::CoreError;
 pub use node::*;
 pub use rollout::{Rollout, RolloutAction, RolloutDecision, RolloutKind, RolloutProgress, RolloutState};
 pub use spec::*;
+pub use stack::StackPlan;
 pub use state::*;
 pub use trigger::{Trigger, TriggerAction};

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeSet;
 
+use crate::spec::validate_name;
+use crate::stack::StackPlan;
 use crate::{
     Availability, CoreError, DesiredState, Node, NodeStatus, Resources, Rollout, RolloutAction, RolloutDecision,
     RolloutKind, RolloutState, ServiceMode, ServiceSpec, Task, TaskState, TaskStatus, Trigger, TriggerAction,
@@ -64,6 +66,16 @@ pub enum Command {
     /// Rolls back to the spec before the last update.
     RollbackService {
         name: String,
+    },
+    /// Creates, updates and (with `prune`) removes a stack's services in one
+    /// entry. Each new service's id comes with its spec.
+    DeployStack {
+        stack: String,
+        services: Vec<(String, ServiceSpec)>,
+        prune: bool,
+    },
+    RemoveStack {
+        stack: String,
     },
     /// An agent saw an image tag come to point at a new image: services
     /// with autoredeploy that run it redeploy, once per image id.
@@ -158,6 +170,8 @@ pub enum Outcome {
     NodeRemoved { id: String },
     Trigger(Box<Trigger>),
     TriggerRemoved { id: String },
+    StackDeployed(Box<StackPlan>),
+    StackRemoved { services: Vec<String> },
 }
 
 /// A change to the state, as `Watch` streams it.
@@ -185,6 +199,22 @@ pub struct Service {
     pub rollout: Option<Rollout>,
     /// The image id the last autoredeploy rolled out.
     pub autoredeployed_image_id: String,
+}
+
+impl Service {
+    /// A new service at version `index`, with no history.
+    pub fn new(id: String, spec: ServiceSpec, index: u64, now: i64) -> Service {
+        Service {
+            id,
+            spec,
+            version: index,
+            created_at_ms: now,
+            updated_at_ms: now,
+            previous_spec: None,
+            rollout: None,
+            autoredeployed_image_id: String::new(),
+        }
+    }
 }
 
 /// Whether two image references name the same repository and tag
@@ -250,6 +280,8 @@ enum RememberedOutcome {
     NodeRemoved { id: String },
     Trigger { id: String },
     TriggerRemoved { id: String },
+    StackDeployed(Box<StackPlan>),
+    StackRemoved { services: Vec<String> },
 }
 
 impl RememberedOutcome {
@@ -263,6 +295,8 @@ impl RememberedOutcome {
             Outcome::NodeRemoved { id } => RememberedOutcome::NodeRemoved { id: id.clone() },
             Outcome::Trigger(trigger) => RememberedOutcome::Trigger { id: trigger.id.clone() },
             Outcome::TriggerRemoved { id } => RememberedOutcome::TriggerRemoved { id: id.clone() },
+            Outcome::StackDeployed(plan) => RememberedOutcome::StackDeployed(plan.clone()),
+            Outcome::StackRemoved { services } => RememberedOutcome::StackRemoved { services: services.clone() },
         }
     }
 }
@@ -349,6 +383,10 @@ impl ClusterState {
                 None => Ok(Outcome::TriggerRemoved { id: id.clone() }),
             },
             Ok(RememberedOutcome::TriggerRemoved { id }) => Ok(Outcome::TriggerRemoved { id: id.clone() }),
+            Ok(RememberedOutcome::StackDeployed(plan)) => Ok(Outcome::StackDeployed(plan.clone())),
+            Ok(RememberedOutcome::StackRemoved { services }) => {
+                Ok(Outcome::StackRemoved { services: services.clone() })
+            }
         })
     }
 
@@ -413,7 +451,7 @@ impl ClusterState {
                 if self.service_ids.contains_key(&spec.name) {
                     return Err(CoreError::AlreadyExists { kind: "service".into(), name: spec.name.clone() });
                 }
-                self.check_references(spec, None)
+                self.check_references(spec, &|_| false, &BTreeSet::new())
             }
             Command::UpdateService { name, spec, expected_version } => {
                 spec.validate()?;
@@ -427,7 +465,17 @@ impl ClusterState {
                         format!("a service cannot be renamed ('{name}' to '{}')", spec.name),
                     ));
                 }
-                self.check_references(spec, Some(&current.id))
+                let own_id = current.id.clone();
+                self.check_references(spec, &|s| s.id == own_id, &BTreeSet::new())
+            }
+            Command::DeployStack { stack, services, prune } => self.check_stack(stack, services, *prune),
+            Command::RemoveStack { stack } => {
+                let names: BTreeSet<&str> =
+                    crate::stack::stack_services(self, stack).iter().map(|s| s.spec.name.as_str()).collect();
+                if names.is_empty() {
+                    return Err(CoreError::not_found("stack", stack));
+                }
+                self.check_no_outside_dependents(stack, &names)
             }
             Command::ScaleService { name, replicas } => {
                 let current = self.service(name).ok_or_else(|| CoreError::not_found("service", name))?;
@@ -519,9 +567,18 @@ impl ClusterState {
 
     /// Links must name existing services and host ports must be free: two
     /// services publishing one host port could never share a node.
-    fn check_references(&self, spec: &ServiceSpec, own_id: Option<&String>) -> Result<(), CoreError> {
+    /// `freed` tells the services whose ports this write takes over (the
+    /// service itself, or its stack); `created` names services the same
+    /// write creates, which links may name.
+    fn check_references(
+        &self,
+        spec: &ServiceSpec,
+        freed: &dyn Fn(&Service) -> bool,
+        created: &BTreeSet<&str>,
+    ) -> Result<(), CoreError> {
+        let exists = |name: &String| self.service_ids.contains_key(name) || created.contains(name.as_str());
         for (i, link) in spec.links.iter().enumerate() {
-            if !self.service_ids.contains_key(&link.service) {
+            if !exists(&link.service) {
                 return Err(CoreError::invalid(
                     format!("links[{i}].service"),
                     format!("service '{}' does not exist", link.service),
@@ -529,7 +586,7 @@ impl ClusterState {
             }
         }
         for (i, dependency) in spec.depends_on.iter().enumerate() {
-            if !self.service_ids.contains_key(&dependency.service) {
+            if !exists(&dependency.service) {
                 return Err(CoreError::invalid(
                     format!("depends_on[{i}].service"),
                     format!("service '{}' does not exist", dependency.service),
@@ -538,7 +595,7 @@ impl ClusterState {
         }
         for (i, port) in spec.ports.iter().enumerate() {
             let taken_by =
-                self.services.values().filter(|s| Some(&s.id) != own_id).find(|s| {
+                self.services.values().filter(|s| !freed(s)).find(|s| {
                     s.spec.ports.iter().any(|p| p.host_port == port.host_port && p.protocol == port.protocol)
                 });
             if let Some(other) = taken_by {
@@ -552,6 +609,78 @@ impl ClusterState {
             }
         }
         Ok(())
+    }
+
+    fn check_stack(&self, stack: &str, services: &[(String, ServiceSpec)], prune: bool) -> Result<(), CoreError> {
+        validate_name("stack", stack)?;
+        let mut names = BTreeSet::new();
+        let mut ports = BTreeMap::new();
+        for (_, spec) in services {
+            spec.validate().map_err(|e| e.in_service(&spec.name))?;
+            if spec.stack != stack {
+                return Err(CoreError::invalid("stack", format!("must be '{stack}'")).in_service(&spec.name));
+            }
+            if !names.insert(spec.name.as_str()) {
+                return Err(CoreError::invalid("services", format!("service '{}' appears twice", spec.name)));
+            }
+            if let Some(other) = self.service(&spec.name).filter(|s| s.spec.stack != stack) {
+                return Err(CoreError::Conflict(format!(
+                    "service '{}' already exists outside stack '{stack}'{}",
+                    spec.name,
+                    if other.spec.stack.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (in stack '{}')", other.spec.stack)
+                    }
+                )));
+            }
+            for port in &spec.ports {
+                if let Some(first) = ports.insert((port.host_port, port.protocol), spec.name.as_str()) {
+                    let why = format!("host port {}/{} is also published by '{first}'", port.host_port, port.protocol);
+                    return Err(CoreError::invalid("ports", why).in_service(&spec.name));
+                }
+            }
+        }
+        let created: BTreeSet<&str> = names.iter().copied().filter(|n| self.service(n).is_none()).collect();
+        for (_, spec) in services {
+            self.check_references(spec, &|s| s.spec.stack == stack, &created).map_err(|e| e.in_service(&spec.name))?;
+        }
+        if prune {
+            let removed: BTreeSet<&str> = crate::stack::stack_services(self, stack)
+                .iter()
+                .map(|s| s.spec.name.as_str())
+                .filter(|n| !names.contains(n))
+                .collect();
+            self.check_no_outside_dependents(stack, &removed)?;
+            for (_, spec) in services {
+                if let Some(gone) = spec
+                    .links
+                    .iter()
+                    .map(|l| &l.service)
+                    .chain(spec.depends_on.iter().map(|d| &d.service))
+                    .find(|n| removed.contains(n.as_str()))
+                {
+                    return Err(CoreError::invalid("links", format!("service '{gone}' is pruned by this deploy"))
+                        .in_service(&spec.name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Services outside `stack` must not link to or depend on `names`.
+    fn check_no_outside_dependents(&self, stack: &str, names: &BTreeSet<&str>) -> Result<(), CoreError> {
+        let dependent = self.services.values().filter(|s| s.spec.stack != stack).find(|s| {
+            s.spec.links.iter().any(|l| names.contains(l.service.as_str()))
+                || s.spec.depends_on.iter().any(|d| names.contains(d.service.as_str()))
+        });
+        match dependent {
+            Some(s) => Err(CoreError::Conflict(format!(
+                "service '{}' outside stack '{stack}' links to or depends on a service this would remove",
+                s.spec.name
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Applies one committed request at `index`. Returns the response for
@@ -587,34 +716,37 @@ impl ClusterState {
                 Outcome::ManagerId(self.last_manager_id)
             }
             Command::CreateService { id, spec } => {
-                let service = Service {
-                    id: id.clone(),
-                    spec: spec.clone(),
-                    version: index,
-                    created_at_ms: now,
-                    updated_at_ms: now,
-                    previous_spec: None,
-                    rollout: None,
-                    autoredeployed_image_id: String::new(),
-                };
-                self.upsert_service(service, changes)
+                self.upsert_service(Service::new(id.clone(), spec.clone(), index, now), changes)
             }
-            Command::UpdateService { name, spec, .. } => self.modify_service(name, index, now, changes, |service| {
-                let paused = service.rollout.as_ref().is_some_and(|r| r.state == RolloutState::Paused);
-                if service.spec.needs_redeploy_for(spec) {
-                    service.previous_spec = Some(std::mem::replace(&mut service.spec, spec.clone()));
-                    service.rollout = Some(Rollout::start(RolloutKind::Update, now));
-                } else {
-                    service.spec = spec.clone();
-                    // Updating a paused service (e.g. its failure action) resumes the rollout.
-                    if paused {
-                        let kind = service.rollout.as_ref().map_or(RolloutKind::Update, |r| r.kind);
-                        service.rollout = Some(Rollout::start(kind, now));
-                    }
-                }
-            }),
+            Command::UpdateService { name, spec, .. } => {
+                self.modify_service(name, index, now, changes, |service| update_spec(service, spec, now))
+            }
             Command::RedeployService { name } => {
                 self.modify_service(name, index, now, changes, |service| start_redeploy(service, now))
+            }
+            Command::DeployStack { stack, services, prune } => {
+                let specs: Vec<ServiceSpec> = services.iter().map(|(_, spec)| spec.clone()).collect();
+                let plan = crate::stack::plan(self, stack, &specs, *prune);
+                for (id, spec) in services {
+                    if plan.create.contains(&spec.name) {
+                        let service = Service::new(id.clone(), spec.clone(), index, now);
+                        self.upsert_service(service, changes);
+                    } else if plan.update.contains(&spec.name) {
+                        self.modify_service(&spec.name, index, now, changes, |service| update_spec(service, spec, now));
+                    }
+                }
+                for name in &plan.remove {
+                    self.remove_service(name, changes);
+                }
+                Outcome::StackDeployed(Box::new(plan))
+            }
+            Command::RemoveStack { stack } => {
+                let names: Vec<String> =
+                    crate::stack::stack_services(self, stack).iter().map(|s| s.spec.name.clone()).collect();
+                for name in &names {
+                    self.remove_service(name, changes);
+                }
+                Outcome::StackRemoved { services: names }
             }
             Command::RollbackService { name } => self.modify_service(name, index, now, changes, |service| {
                 roll_back(service, RolloutKind::Rollback, String::new(), now);
@@ -663,13 +795,8 @@ impl ClusterState {
             Command::ScaleService { name, replicas } => self.modify_service(name, index, now, changes, |s| {
                 s.spec.mode = ServiceMode::Replicated { replicas: *replicas }
             }),
-            Command::RemoveService { name } => match self.service_ids.remove(name) {
-                Some(id) => {
-                    self.services.remove(&id);
-                    self.triggers.retain(|_, t| t.service_id != id);
-                    changes.push(Change::ServiceRemoved { id: id.clone(), name: name.clone() });
-                    Outcome::ServiceRemoved { id }
-                }
+            Command::RemoveService { name } => match self.remove_service(name, changes) {
+                Some(id) => Outcome::ServiceRemoved { id },
                 None => Outcome::Done,
             },
             Command::RegisterNode { id, name, address, tags, resources } => {
@@ -813,6 +940,16 @@ impl ClusterState {
                 Outcome::Done
             }
         }
+    }
+
+    /// Forgets a service and its triggers; its tasks go with the next
+    /// orchestrator pass.
+    fn remove_service(&mut self, name: &str, changes: &mut Vec<Change>) -> Option<String> {
+        let id = self.service_ids.remove(name)?;
+        self.services.remove(&id);
+        self.triggers.retain(|_, t| t.service_id != id);
+        changes.push(Change::ServiceRemoved { id: id.clone(), name: name.to_string() });
+        Some(id)
     }
 
     fn fire_trigger(&mut self, token_hash: &str, index: u64, now: i64, changes: &mut Vec<Change>) -> Outcome {
@@ -967,6 +1104,22 @@ impl ClusterState {
         self.services.insert(service.id.clone(), service.clone());
         changes.push(Change::ServiceUpserted(Box::new(service.clone())));
         Outcome::Service(Box::new(service))
+    }
+}
+
+/// A new spec for the service: a change to what its tasks run starts a
+/// rollout; updating a paused service (e.g. its failure action) resumes it.
+fn update_spec(service: &mut Service, spec: &ServiceSpec, now: i64) {
+    let paused = service.rollout.as_ref().is_some_and(|r| r.state == RolloutState::Paused);
+    if service.spec.needs_redeploy_for(spec) {
+        service.previous_spec = Some(std::mem::replace(&mut service.spec, spec.clone()));
+        service.rollout = Some(Rollout::start(RolloutKind::Update, now));
+    } else {
+        service.spec = spec.clone();
+        if paused {
+            let kind = service.rollout.as_ref().map_or(RolloutKind::Update, |r| r.kind);
+            service.rollout = Some(Rollout::start(kind, now));
+        }
     }
 }
 

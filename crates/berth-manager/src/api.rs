@@ -156,6 +156,65 @@ impl ClusterApi for Api {
     }
 
     #[instrument(skip_all, fields(node = self.node.id))]
+    async fn deploy_stack(
+        &self,
+        request: Request<pb::DeployStackRequest>,
+    ) -> Result<Response<pb::DeployStackReply>, Status> {
+        let request = request.into_inner();
+        let mut services = Vec::with_capacity(request.services.len());
+        for spec in request.services {
+            let name = spec.name.clone();
+            let spec = spec_from_proto(spec).map_err(|e| invalid(e.in_service(&name)))?;
+            services.push((crate::node::hex_id(), spec));
+        }
+        let specs: Vec<berth_core::ServiceSpec> = services.iter().map(|(_, s)| s.clone()).collect();
+        let command = Command::DeployStack { stack: request.stack.clone(), services, prune: request.prune };
+        if request.dry_run {
+            self.node.read_barrier().await?;
+            let plan = self.node.view.read(|state, _| {
+                state.check(&command).map(|()| berth_core::stack::plan(state, &request.stack, &specs, request.prune))
+            });
+            return Ok(Response::new(pb::DeployStackReply {
+                plan: Some(stack_plan_to_proto(&plan.map_err(invalid)?)),
+                index: 0,
+            }));
+        }
+        match self.node.write(request_id_or_new(request.request_id), command).await? {
+            Outcome::StackDeployed(plan) => Ok(Response::new(pb::DeployStackReply {
+                plan: Some(stack_plan_to_proto(&plan)),
+                index: self.node.view.applied_index(),
+            })),
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    async fn list_stacks(
+        &self,
+        request: Request<pb::ListStacksRequest>,
+    ) -> Result<Response<pb::ListStacksReply>, Status> {
+        self.read_barrier(request.into_inner().consistency).await?;
+        let stacks = self.node.view.read(|state, _| berth_core::stack::stacks(state));
+        let stacks = stacks
+            .into_iter()
+            .map(|(name, count)| pb::StackSummary { name, services: u32::try_from(count).unwrap_or(u32::MAX) })
+            .collect();
+        Ok(Response::new(pb::ListStacksReply { stacks }))
+    }
+
+    #[instrument(skip_all, fields(node = self.node.id))]
+    async fn remove_stack(
+        &self,
+        request: Request<pb::RemoveStackRequest>,
+    ) -> Result<Response<pb::RemoveStackReply>, Status> {
+        let request = request.into_inner();
+        let command = Command::RemoveStack { stack: request.stack };
+        match self.node.write(request_id_or_new(request.request_id), command).await? {
+            Outcome::StackRemoved { services } => Ok(Response::new(pb::RemoveStackReply { services })),
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    #[instrument(skip_all, fields(node = self.node.id))]
     async fn create_trigger(
         &self,
         request: Request<pb::CreateTriggerRequest>,
@@ -468,6 +527,16 @@ impl ClusterApi for Api {
             }
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+fn stack_plan_to_proto(plan: &berth_core::StackPlan) -> pb::StackPlan {
+    pb::StackPlan {
+        create: plan.create.clone(),
+        update: plan.update.clone(),
+        unchanged: plan.unchanged.clone(),
+        remove: plan.remove.clone(),
+        keep: plan.keep.clone(),
     }
 }
 

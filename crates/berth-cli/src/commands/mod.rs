@@ -10,6 +10,7 @@ pub mod manager;
 pub mod node;
 pub mod process;
 pub mod service;
+pub mod stack;
 pub mod trigger;
 pub mod up;
 
@@ -37,6 +38,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Node(command) => {
             let mut client = Client::new(&cli.manager)?;
             node::run(&mut client, command).await
+        }
+        Command::Stack(command) => {
+            let mut client = Client::new(&cli.manager)?;
+            stack::run(&mut client, command).await
         }
         Command::Trigger(command) => {
             let mut client = Client::new(&cli.manager)?;

@@ -44,6 +44,15 @@ const READY_REQUEST_TIMEOUT_MS: u64 = 1_000;
 
 pub async fn run(args: UpArgs) -> Result<()> {
     init_logging(UP_LOG_FILTER)?;
+    // Read before anything starts: a broken file changes nothing.
+    let stack = match &args.compose_file {
+        Some(path) => {
+            let name = stack_name(&args, path)?;
+            let services = crate::commands::stack::read_compose_file(path, &name)?;
+            Some((name, services))
+        }
+        None => None,
+    };
     let run_args = ManagerRunArgs {
         data_dir: args.data_dir.clone(),
         listen: args.listen,
@@ -98,9 +107,16 @@ pub async fn run(args: UpArgs) -> Result<()> {
         Ok(()) => output::emit(ready_line(&address, &name))?,
         Err(e) => tracing::warn!("{e:#}; still running, see the log above"),
     }
-    // Here `-c compose.yml` (a later addition) deploys the file's services:
-    // after the node is ready, so they are placed at once, and before
-    // waiting for shutdown, so a failed deployment can stop both halves.
+    // `-c compose.yml` deploys after the node is ready, so its services are
+    // placed at once; a refused file stops both halves.
+    if let Some((name, services)) = stack {
+        if let Err(e) = deploy_stack(&address, &name, services).await {
+            shutdown.cancel();
+            let _ = agent.await;
+            let _ = manager.await;
+            return Err(e);
+        }
+    }
 
     // Whichever half ends first ends the other.
     let (manager_first, ended) = tokio::select! {
@@ -117,6 +133,40 @@ pub async fn run(args: UpArgs) -> Result<()> {
     other_result?;
     if !asked_to_stop {
         bail!("the {first} stopped on its own; stopped the {other} too");
+    }
+    Ok(())
+}
+
+/// The stack's name: `--stack`, else the compose file's folder name, as
+/// docker compose names its project.
+fn stack_name(args: &UpArgs, compose_file: &std::path::Path) -> Result<String> {
+    if let Some(name) = &args.stack {
+        return Ok(name.clone());
+    }
+    let absolute =
+        std::path::absolute(compose_file).with_context(|| format!("cannot resolve {}", compose_file.display()))?;
+    let folder = absolute.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().to_lowercase());
+    let name: String = folder
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .collect();
+    let name = name.trim_start_matches(['-', '_']).to_string();
+    if name.is_empty() {
+        bail!("cannot name the stack after the folder of {}; give --stack NAME", compose_file.display());
+    }
+    Ok(name)
+}
+
+async fn deploy_stack(address: &str, stack: &str, services: Vec<proto::ServiceSpec>) -> Result<()> {
+    let mut client = crate::client::Client::new(&[address.to_string()])?;
+    let reply = crate::commands::stack::deploy_services(&mut client, stack, services, false, false).await?;
+    let plan = reply.plan.unwrap_or_default();
+    output::emit(output::stack_plan_text(stack, &plan, false))?;
+    let wait = crate::cli::WaitArgs { detach: false, timeout: None };
+    if let Err(e) = crate::commands::stack::follow_changes(&mut client, &plan, &wait).await {
+        // The cluster keeps working on it; `up` stays up.
+        tracing::warn!("{e:#}");
     }
     Ok(())
 }
