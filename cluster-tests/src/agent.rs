@@ -20,11 +20,19 @@ pub struct AgentOpts {
     pub name: String,
     /// `--tag` values, e.g. `ssd` or `zone:a`.
     pub tags: Vec<String>,
+    /// Where its load balancer serves HTTP; off unless a test asks, so
+    /// concurrent test clusters never compete for a port.
+    pub proxy_http_listen: Option<std::net::SocketAddr>,
 }
 
 impl AgentOpts {
     pub fn named(name: impl Into<String>) -> AgentOpts {
-        AgentOpts { name: name.into(), tags: Vec::new() }
+        AgentOpts { name: name.into(), tags: Vec::new(), proxy_http_listen: None }
+    }
+
+    pub fn proxy(mut self, listen: std::net::SocketAddr) -> AgentOpts {
+        self.proxy_http_listen = Some(listen);
+        self
     }
 
     pub fn tag(mut self, tag: impl Into<String>) -> AgentOpts {
@@ -111,6 +119,8 @@ impl Agent {
         for tag in &self.opts.tags {
             args.extend(["--tag".to_string(), tag.clone()]);
         }
+        let proxy = self.opts.proxy_http_listen.map_or_else(|| "off".to_string(), |addr| addr.to_string());
+        args.extend(["--proxy-http-listen".to_string(), proxy]);
         args
     }
 

@@ -8,7 +8,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY of intent: build scripts are single-threaded; prost-build reads PROTOC.
     std::env::set_var("PROTOC", protoc);
 
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time: a build script binary can be reused for another
+    // checkout of the crate (a git worktree), where a compile-time path
+    // would still point at the first one's protos.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = ["berth/v1/cluster.proto", "berth/v1/raft.proto", "berth/v1/dispatcher.proto"];
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
 

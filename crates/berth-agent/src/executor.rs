@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_core::{Autodestroy, DesiredState, Health, Task, TaskState};
+use berth_core::{Autodestroy, DesiredState, Endpoint, Health, Task, TaskState};
 use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -22,6 +22,10 @@ use crate::runtime::{ContainerInfo, ContainerSpec, Runtime, RuntimeError, Runtim
 
 /// How long a stopping container gets before it is killed.
 pub const STOP_GRACE_MS: u64 = 3_000;
+/// How long a load-balanced task keeps running after it was told to stop,
+/// so every node's proxy (following the same change) takes it out of its
+/// routes first and no request is sent to a container on its way down.
+pub const DRAIN_MS: u64 = 300;
 
 /// What the agent tells the leader about one task.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +36,8 @@ pub struct StatusReport {
     pub container_id: String,
     pub exit_code: Option<i64>,
     pub message: String,
+    /// Published container ports, once running.
+    pub endpoints: Vec<Endpoint>,
 }
 
 #[derive(Debug, Default)]
@@ -121,6 +127,7 @@ impl Executor {
                 container_id: container.container_id.clone(),
                 exit_code: container.exit_code,
                 message: exit_message(state, container.exit_code),
+                endpoints: Vec::new(),
             };
             let tracked = inner.tasks.entry(container.task_id).or_default();
             tracked.container_id = Some(container.container_id);
@@ -191,7 +198,10 @@ impl Executor {
                         if running {
                             tracked.busy = true;
                             tracked.stopping = true;
-                            to_stop.push((task.id.clone(), container.clone(), removing));
+                            // Only a task that ran can have taken traffic.
+                            let drain = task.spec.is_load_balanced()
+                                && tracked.last.as_ref().is_some_and(|r| r.state == TaskState::Running);
+                            to_stop.push((task.id.clone(), container.clone(), removing, drain));
                         } else if removing {
                             tracked.busy = true;
                             to_remove.push((task.id.clone(), container.clone()));
@@ -217,9 +227,14 @@ impl Executor {
             let executor = self.clone();
             tokio::spawn(async move { executor.start_task(task).await }.instrument(tracing::Span::current()));
         }
-        for (task_id, container, remove) in to_stop {
+        for (task_id, container, remove, drain) in to_stop {
             let executor = self.clone();
-            tokio::spawn(async move { executor.stop_task(task_id, container, remove).await });
+            tokio::spawn(async move {
+                if drain {
+                    tokio::time::sleep(Duration::from_millis(DRAIN_MS)).await;
+                }
+                executor.stop_task(task_id, container, remove).await
+            });
         }
         for (task_id, container) in to_remove {
             let executor = self.clone();
@@ -241,6 +256,7 @@ impl Executor {
             container_id: String::new(),
             exit_code: None,
             message: String::new(),
+            endpoints: Vec::new(),
         };
         self.report(report.clone());
         let result = self.runtime.create_and_start(&spec).await;
@@ -306,6 +322,7 @@ impl Executor {
             container_id: container_id.clone(),
             exit_code: None,
             message: "stopped by berth".into(),
+            endpoints: Vec::new(),
         };
         let first_terminal = self
             .inner
@@ -363,6 +380,7 @@ impl Executor {
                     container_id: container_id.clone(),
                     exit_code,
                     message: if stopping { "stopped by berth".into() } else { exit_message(state, exit_code) },
+                    endpoints: Vec::new(),
                 };
                 self.report(report.clone());
                 if assignment.as_ref().is_some_and(|t| autodestroys(t, Some(&report))) {

@@ -5,6 +5,7 @@
 //! container engine sits behind the [`runtime::Runtime`] trait so the rest
 //! of the agent can be tested against [`runtime::MemoryRuntime`].
 
+pub mod balancer;
 pub mod executor;
 pub mod runtime;
 pub mod session;

@@ -41,6 +41,8 @@ pub struct AgentConfig {
     pub tags: Vec<String>,
     /// Reported to the cluster as the node's address; informational.
     pub address: String,
+    /// Where the node's load balancer serves HTTP; `None` leaves it off.
+    pub proxy_http_listen: Option<std::net::SocketAddr>,
 }
 
 enum SessionEnd {
@@ -61,6 +63,9 @@ pub async fn run(
     }
     let mut executor: Option<Executor> = None;
     let images = Arc::new(tokio::sync::Mutex::new(watch_images(runtime.clone(), shutdown.clone())));
+    if let Some(listen) = config.proxy_http_listen {
+        tokio::spawn(crate::balancer::run(listen, config.managers.clone(), shutdown.clone()));
+    }
     let mut next = 0usize;
     let mut redirect: Option<String> = None;
     let mut backoff = RECONNECT_MIN_MS;
@@ -216,6 +221,7 @@ async fn send_reports(tx: &mpsc::Sender<pb::AgentMessage>, reports: Vec<StatusRe
                 container_id: r.container_id.clone(),
                 exit_code: r.exit_code,
                 message: r.message.clone(),
+                endpoints: r.endpoints.iter().map(berth_api::endpoint_to_proto).collect(),
             })
             .collect();
         let message = pb::AgentMessage { body: Some(pb::agent_message::Body::Statuses(pb::TaskStatuses { statuses })) };

@@ -3,9 +3,9 @@
 //! field it rejects, with the accepted values.
 
 use berth_core::{
-    non_negative, CoreError, Dependency, DesiredState, EnvVar, Health, HealthCheck, Node, PortMapping, Resources,
-    RestartPolicy, RolloutProgress, SecretRef, Service, ServiceLink, ServiceMode, ServiceSpec, Strategy, Task,
-    TaskState, UpdateConfig, VolumeMount,
+    non_negative, CoreError, Dependency, DesiredState, Endpoint, EnvVar, Health, HealthCheck, Node, PortMapping,
+    Resources, RestartPolicy, RolloutProgress, SecretRef, Service, ServiceLink, ServiceMode, ServiceSpec, Strategy,
+    Task, TaskState, UpdateConfig, VolumeMount,
 };
 use berth_proto::v1 as pb;
 
@@ -283,7 +283,30 @@ pub fn task_to_proto(task: &Task, node_name: &str) -> pb::Task {
         attempt: task.attempt,
         created_at_ms: task.created_at_ms,
         state_since_ms: task.state_since_ms,
+        endpoints: task.endpoints.iter().map(endpoint_to_proto).collect(),
+        ready: berth_core::rollout::is_ready(task),
     }
+}
+
+pub fn endpoint_to_proto(endpoint: &Endpoint) -> pb::Endpoint {
+    pb::Endpoint {
+        container_port: endpoint.container_port.into(),
+        host_port: endpoint.host_port.into(),
+        protocol: endpoint.protocol.to_string(),
+    }
+}
+
+/// An endpoint as an agent or a watcher reports it; ports must be 1-65535.
+pub fn endpoint_from_proto(endpoint: &pb::Endpoint) -> Result<Endpoint, CoreError> {
+    let port = |field: &str, value: u32| match u16::try_from(value) {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(CoreError::invalid(field, format!("{value} is not a port between 1 and 65535"))),
+    };
+    Ok(Endpoint {
+        container_port: port("endpoints.container_port", endpoint.container_port)?,
+        host_port: port("endpoints.host_port", endpoint.host_port)?,
+        protocol: endpoint.protocol.parse()?,
+    })
 }
 
 /// Parses a task state as agents report it; only states an agent may set.

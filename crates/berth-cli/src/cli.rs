@@ -31,6 +31,9 @@ pub const DEFAULT_PROGRESS_TIMEOUT: &str = "60s";
 /// stuck rollout by itself (a task stuck past its deadline is a failure),
 /// so this only bounds a very long one.
 pub const DEFAULT_ROLLOUT_TIMEOUT: &str = "15m";
+/// Where an agent's load balancer serves HTTP unless told otherwise: the
+/// standard port on every interface, as Tutum's haproxy did.
+pub const DEFAULT_PROXY_HTTP_LISTEN: &str = "0.0.0.0:80";
 /// The availabilities `node update --availability` accepts.
 pub const AVAILABILITIES: &[&str] = &["active", "pause", "drain"];
 
@@ -106,6 +109,11 @@ pub struct NodeIdentityArgs {
     /// or tcp://10.0.0.5:2375 [default: DOCKER_HOST, else the local socket].
     #[arg(long, env = "DOCKER_HOST", value_name = "URL")]
     pub docker_host: Option<String>,
+    /// Where the node's load balancer serves services with a virtual host
+    /// (HTTP, by Host header); `off` turns it off. Services' TCP_PORTS are
+    /// served on their own ports.
+    #[arg(long, value_name = "ADDR|off", default_value = DEFAULT_PROXY_HTTP_LISTEN, value_parser = parse::proxy_listen)]
+    pub proxy_http_listen: parse::ProxyListen,
 }
 
 #[derive(Debug, Args)]

@@ -18,6 +18,20 @@ where
     PossibleValuesParser::new(all.iter().copied()).try_map(|s| s.parse::<T>())
 }
 
+/// Where a load balancer listens, or `None` for off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyListen(pub Option<std::net::SocketAddr>);
+
+/// `HOST:PORT`, or `off`.
+pub fn proxy_listen(text: &str) -> Result<ProxyListen, String> {
+    if text == "off" {
+        return Ok(ProxyListen(None));
+    }
+    text.parse()
+        .map(|a| ProxyListen(Some(a)))
+        .map_err(|_| format!("'{text}' is not an address such as 0.0.0.0:80, or off"))
+}
+
 /// Parses a human duration (`10s`, `500ms`, `1m30s`) into milliseconds, the
 /// unit every duration has on the wire.
 pub fn duration_ms(text: &str) -> Result<i64, String> {

@@ -217,6 +217,17 @@ pub struct Task {
     pub started_at_ms: i64,
     /// When it was first running and (with a health check) healthy; 0 if never.
     pub ready_at_ms: i64,
+    /// Where the task's container ports are reachable on its node, as its
+    /// agent reported them: what the proxies on every node route to.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// A container port published on a host port of the task's node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub container_port: u16,
+    pub host_port: u16,
+    pub protocol: crate::Protocol,
 }
 
 impl Task {
@@ -242,6 +253,7 @@ impl Task {
             state_since_ms: 0,
             started_at_ms: 0,
             ready_at_ms: 0,
+            endpoints: Vec::new(),
         }
     }
 
@@ -260,4 +272,6 @@ pub struct TaskStatus {
     pub container_id: String,
     pub exit_code: Option<i64>,
     pub message: String,
+    /// Published ports, once running; empty leaves the recorded ones.
+    pub endpoints: Vec<Endpoint>,
 }

@@ -285,6 +285,17 @@ impl ServiceSpec {
         normalized != *self
     }
 
+    /// Whether node proxies route to this service: it names virtual hosts
+    /// (`virtual_hosts`, or a `VIRTUAL_HOST` variable) or `TCP_PORTS`, as
+    /// Tutum's haproxy read them.
+    pub fn is_load_balanced(&self) -> bool {
+        !self.virtual_hosts.is_empty()
+            || self
+                .env
+                .iter()
+                .any(|v| (v.name == "VIRTUAL_HOST" || v.name == "TCP_PORTS") && !v.value.trim().is_empty())
+    }
+
     pub fn replicas(&self) -> Option<u32> {
         match self.mode {
             ServiceMode::Replicated { replicas } => Some(replicas),

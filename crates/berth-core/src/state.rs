@@ -911,8 +911,11 @@ impl ClusterState {
                         continue;
                     }
                     let forward = status.state > task.state;
-                    let health_changed = status.state == task.state && status.health != task.health;
-                    if !forward && !health_changed {
+                    let same_state = status.state == task.state;
+                    let health_changed = same_state && status.health != task.health;
+                    let endpoints_changed =
+                        same_state && !status.endpoints.is_empty() && status.endpoints != task.endpoints;
+                    if !forward && !health_changed && !endpoints_changed {
                         continue;
                     }
                     if forward {
@@ -931,6 +934,9 @@ impl ClusterState {
                     }
                     if !status.container_id.is_empty() {
                         task.container_id = status.container_id.clone();
+                    }
+                    if !status.endpoints.is_empty() {
+                        task.endpoints = status.endpoints.clone();
                     }
                     if status.exit_code.is_some() {
                         task.exit_code = status.exit_code;

@@ -106,6 +106,7 @@ impl World {
             container_id: format!("c-{task}"),
             exit_code: None,
             message: String::new(),
+            endpoints: Vec::new(),
         };
         self.apply(Command::ReportTaskStatus { node_id: node, statuses: vec![status] });
     }
@@ -122,6 +123,7 @@ impl World {
             container_id: format!("c-{task}"),
             exit_code,
             message: String::new(),
+            endpoints: Vec::new(),
         };
         self.apply(Command::ReportTaskStatus { node_id: node.into(), statuses: vec![status] });
     }

@@ -225,6 +225,11 @@ fn parse_status(report: pb::TaskStatusReport) -> Option<TaskStatus> {
         container_id: report.container_id,
         exit_code: report.exit_code,
         message: report.message,
+        endpoints: report
+            .endpoints
+            .iter()
+            .filter_map(|e| berth_api::endpoint_from_proto(e).map_err(|e| warn!(error = %e, "bad endpoint")).ok())
+            .collect(),
     })
 }
 

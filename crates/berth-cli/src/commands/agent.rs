@@ -44,7 +44,14 @@ pub fn node_name(node: &NodeIdentityArgs) -> Result<String> {
 pub fn agent_config(managers: Vec<String>, token: String, name: String, node: &NodeIdentityArgs) -> AgentConfig {
     // The address stays empty: the manager records the one the agent's
     // connection comes from, which is right more often than a guess here.
-    AgentConfig { managers, token, name, tags: node.tags.clone(), address: String::new() }
+    AgentConfig {
+        managers,
+        token,
+        name,
+        tags: node.tags.clone(),
+        address: String::new(),
+        proxy_http_listen: node.proxy_http_listen.0,
+    }
 }
 
 /// Connects to the Docker engine and runs the agent until `shutdown`. Ends
@@ -135,6 +142,7 @@ mod tests {
         assert_eq!(args.node.tags, ["ssd", "zone:a"]);
         assert_eq!(args.node.docker_host.as_deref(), Some("tcp://10.0.0.9:2375"));
         assert_eq!(args.data_dir, std::path::PathBuf::from(crate::cli::DEFAULT_AGENT_DATA_DIR));
+        assert_eq!(args.node.proxy_http_listen.0, Some("0.0.0.0:80".parse().expect("literal")), "on by default");
     }
 
     #[test]

@@ -1,0 +1,311 @@
+//! The node's load balancer: runs `berth_proxy` and keeps its routes in
+//! line with the cluster by following the managers' `Watch` stream (one
+//! list, then every change), with no reload. A service is routed when it
+//! names virtual hosts (`VIRTUAL_HOST`, HTTP by Host header) or TCP ports
+//! (`TCP_PORTS`, as Tutum's haproxy read them); its backends are the
+//! tasks that are meant to run and are ready (running, and healthy when
+//! checked), at the host port their agent published on their node. A task
+//! told to stop leaves the table at once, before its agent stops it.
+//!
+//! `routes_from` is the pure part: the cluster's records in, a route table
+//! out.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use berth_proto::v1 as pb;
+use berth_proto::v1::cluster_api_client::ClusterApiClient;
+use berth_proto::v1::watch_event::Change;
+use berth_proxy::{Backend, Balance, ProxyConfig, ProxyHandle, Route, RouteTable};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+use tracing::{debug, info, warn};
+
+/// The port an HTTP service is reached on in its containers when it names
+/// no `expose` port.
+pub const DEFAULT_HTTP_PORT: u16 = 80;
+/// Wait before following again after the managers could not be reached.
+pub const RECONNECT_MS: u64 = 500;
+/// Changes arriving this close together are applied as one route table.
+pub const BATCH_MS: u64 = 20;
+const CONNECT_TIMEOUT_MS: u64 = 1_000;
+
+/// The cluster as the balancer needs it, kept current from `Watch`.
+#[derive(Debug, Default, Clone)]
+pub struct ClusterView {
+    pub services: BTreeMap<String, pb::Service>,
+    pub tasks: BTreeMap<String, pb::Task>,
+    pub nodes: BTreeMap<String, pb::Node>,
+}
+
+impl ClusterView {
+    /// Applies one change; says whether routes may have changed.
+    pub fn apply(&mut self, change: Change) -> bool {
+        match change {
+            Change::ServiceUpserted(s) => {
+                self.services.insert(s.id.clone(), s);
+            }
+            Change::ServiceRemoved(s) => {
+                self.services.remove(&s.id);
+            }
+            Change::NodeUpserted(n) => {
+                self.nodes.insert(n.id.clone(), n);
+            }
+            Change::NodeRemoved(id) => {
+                self.nodes.remove(&id);
+            }
+            Change::TaskUpserted(t) => {
+                self.tasks.insert(t.id.clone(), t);
+            }
+            Change::TaskRemoved(t) => {
+                self.tasks.remove(&t.id);
+            }
+            Change::Resync(_) => return false,
+        }
+        true
+    }
+}
+
+/// The variables of a spec, by name.
+fn env<'a>(spec: &'a pb::ServiceSpec, name: &str) -> Option<&'a str> {
+    spec.env.iter().find(|v| v.name == name).map(|v| v.value.as_str())
+}
+
+/// `TCP_PORTS=9000,9001` as Tutum's haproxy read it.
+fn tcp_ports(spec: &pb::ServiceSpec) -> Vec<u16> {
+    env(spec, "TCP_PORTS")
+        .map(|list| list.split(',').filter_map(|p| p.trim().parse::<u16>().ok()).filter(|p| *p > 0).collect())
+        .unwrap_or_default()
+}
+
+/// The container port HTTP requests go to.
+pub fn http_port(spec: &pb::ServiceSpec) -> u16 {
+    spec.expose.first().and_then(|p| u16::try_from(*p).ok()).unwrap_or(DEFAULT_HTTP_PORT)
+}
+
+fn balance(spec: &pb::ServiceSpec) -> Balance {
+    match env(spec, "BALANCE") {
+        Some("leastconn" | "least-connections") => Balance::LeastConnections,
+        _ => Balance::RoundRobin,
+    }
+}
+
+/// The node's IP as the managers recorded it (the address its agent
+/// connected from, or the one it was given).
+fn node_ip(node: &pb::Node) -> Option<IpAddr> {
+    let address = node.address.trim();
+    address.parse::<SocketAddr>().map(|a| a.ip()).ok().or_else(|| address.parse::<IpAddr>().ok())
+}
+
+/// The route table for the cluster as `view` records it.
+pub fn routes_from(view: &ClusterView) -> RouteTable {
+    let mut by_service: BTreeMap<&str, Vec<&pb::Task>> = BTreeMap::new();
+    for task in view.tasks.values() {
+        if task.desired_state == "running" && task.ready && !task.endpoints.is_empty() {
+            by_service.entry(task.service_id.as_str()).or_default().push(task);
+        }
+    }
+    let backends = |service: &pb::Service, port: u16| -> Vec<Backend> {
+        let tasks = by_service.get(service.id.as_str()).map(Vec::as_slice).unwrap_or_default();
+        let mut backends: Vec<Backend> = tasks
+            .iter()
+            .filter_map(|task| {
+                let ip = view.nodes.get(&task.node_id).and_then(node_ip)?;
+                let endpoint =
+                    task.endpoints.iter().find(|e| e.container_port == u32::from(port) && e.protocol != "udp")?;
+                let host_port = u16::try_from(endpoint.host_port).ok()?;
+                Some(Backend { id: task.id.clone(), addr: SocketAddr::new(ip, host_port) })
+            })
+            .collect();
+        backends.sort_by(|a, b| a.id.cmp(&b.id));
+        backends
+    };
+    let mut table = RouteTable::default();
+    for service in view.services.values() {
+        let Some(spec) = &service.spec else { continue };
+        let balance = balance(spec);
+        let mut hosts: Vec<&str> = spec.virtual_hosts.iter().map(String::as_str).collect();
+        hosts.extend(env(spec, "VIRTUAL_HOST").into_iter().flat_map(|v| v.split(',')).map(str::trim));
+        for host in hosts.into_iter().filter(|h| !h.is_empty()) {
+            let route = Route { backends: backends(service, http_port(spec)), balance };
+            table.http.insert(host.to_ascii_lowercase(), route);
+        }
+        for port in tcp_ports(spec) {
+            table.tcp.insert(port, Route { backends: backends(service, port), balance });
+        }
+    }
+    table
+}
+
+/// Starts the proxy and follows the cluster until `shutdown`. A proxy that
+/// cannot bind its port is reported and left off: the agent's own work
+/// does not depend on it.
+pub async fn run(http_listen: SocketAddr, managers: Vec<String>, shutdown: CancellationToken) {
+    let config = ProxyConfig { http_listen: Some(http_listen), ..ProxyConfig::default() };
+    let proxy = match berth_proxy::start(config, shutdown.clone()).await {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            warn!(error = %e, %http_listen, "the load balancer is off: cannot start it (see --proxy-http-listen)");
+            return;
+        }
+    };
+    info!(http = ?proxy.http_addr(), "load balancer listening");
+    let mut turn = 0usize;
+    while !shutdown.is_cancelled() {
+        let manager = &managers[turn % managers.len().max(1)];
+        turn += 1;
+        if let Err(e) = follow(manager, &proxy, &shutdown).await {
+            debug!(%manager, error = %e, "load balancer lost the cluster; following again");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(RECONNECT_MS)) => {}
+        }
+    }
+}
+
+/// Lists the cluster, then applies its changes, until the stream ends.
+async fn follow(manager: &str, proxy: &ProxyHandle, shutdown: &CancellationToken) -> Result<(), String> {
+    let channel = Endpoint::from_shared(format!("http://{manager}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut client = ClusterApiClient::new(channel);
+    // The watch starts at the lowest index the lists were read at: a change
+    // in between is applied twice, harmlessly, rather than missed.
+    let local = pb::ReadConsistency::Local as i32;
+    let services = client
+        .list_services(pb::ListServicesRequest { consistency: local })
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    let tasks = client
+        .list_tasks(pb::ListTasksRequest { service: String::new(), consistency: local })
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    let nodes =
+        client.list_nodes(pb::ListNodesRequest { consistency: local }).await.map_err(|e| e.to_string())?.into_inner();
+    let from_index = services.index.min(tasks.index).min(nodes.index);
+    let mut view = ClusterView {
+        services: services.services.into_iter().map(|s| (s.id.clone(), s)).collect(),
+        tasks: tasks.tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
+        nodes: nodes.nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
+    };
+    publish(proxy, &view).await;
+    let mut stream =
+        client.watch(pb::WatchRequest { from_index: from_index.max(1) }).await.map_err(|e| e.to_string())?.into_inner();
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            event = stream.message() => event.map_err(|e| e.to_string())?.ok_or("the watch ended")?,
+        };
+        let Some(change) = event.change else { continue };
+        if matches!(change, Change::Resync(_)) {
+            return Err("the watch fell behind; listing again".into());
+        }
+        let mut changed = view.apply(change);
+        // Take the rest of a burst before rebuilding the table once.
+        let settle = tokio::time::sleep(Duration::from_millis(BATCH_MS));
+        tokio::pin!(settle);
+        loop {
+            tokio::select! {
+                _ = &mut settle => break,
+                event = stream.message() => match event.map_err(|e| e.to_string())? {
+                    Some(pb::WatchEvent { change: Some(Change::Resync(_)), .. }) => return Err("resync".into()),
+                    Some(pb::WatchEvent { change: Some(change), .. }) => changed |= view.apply(change),
+                    Some(_) => {}
+                    None => return Err("the watch ended".into()),
+                },
+            }
+        }
+        if changed {
+            publish(proxy, &view).await;
+        }
+    }
+}
+
+async fn publish(proxy: &ProxyHandle, view: &ClusterView) {
+    let table = routes_from(view);
+    debug!(http = table.http.len(), tcp = table.tcp.len(), "load balancer routes");
+    if let Err(e) = proxy.set_routes(table).await {
+        warn!(error = %e, "the load balancer refused a route table");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(id: &str, env: &[(&str, &str)], expose: &[i64]) -> pb::Service {
+        pb::Service {
+            id: id.into(),
+            name: id.into(),
+            spec: Some(pb::ServiceSpec {
+                name: id.into(),
+                env: env.iter().map(|(n, v)| pb::EnvVar { name: n.to_string(), value: v.to_string() }).collect(),
+                expose: expose.to_vec(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn task(id: &str, service: &str, node: &str, ready: bool, desired: &str, port: u32, host_port: u32) -> pb::Task {
+        pb::Task {
+            id: id.into(),
+            service_id: service.into(),
+            node_id: node.into(),
+            desired_state: desired.into(),
+            state: "running".into(),
+            ready,
+            endpoints: vec![pb::Endpoint { container_port: port, host_port, protocol: "tcp".into() }],
+            ..Default::default()
+        }
+    }
+
+    fn view() -> ClusterView {
+        let mut view = ClusterView::default();
+        view.nodes
+            .insert("n1".into(), pb::Node { id: "n1".into(), address: "10.0.0.1:5555".into(), ..Default::default() });
+        view.nodes.insert("n2".into(), pb::Node { id: "n2".into(), address: "10.0.0.2".into(), ..Default::default() });
+        view
+    }
+
+    #[test]
+    fn ready_running_tasks_become_backends_of_their_virtual_hosts() {
+        let mut view = view();
+        view.services.insert("web".into(), service("web", &[("VIRTUAL_HOST", "Shop.test, www.shop.test")], &[8080]));
+        view.tasks.insert("t1".into(), task("t1", "web", "n1", true, "running", 8080, 32001));
+        view.tasks.insert("t2".into(), task("t2", "web", "n2", true, "running", 8080, 32002));
+        view.tasks.insert("t3".into(), task("t3", "web", "n2", false, "running", 8080, 32003));
+        view.tasks.insert("t4".into(), task("t4", "web", "n1", true, "shutdown", 8080, 32004));
+        let table = routes_from(&view);
+        let route = &table.http["shop.test"];
+        let addrs: Vec<String> = route.backends.iter().map(|b| b.addr.to_string()).collect();
+        assert_eq!(addrs, vec!["10.0.0.1:32001", "10.0.0.2:32002"], "not ready and stopping tasks are left out");
+        assert!(table.http.contains_key("www.shop.test"));
+    }
+
+    #[test]
+    fn tcp_ports_and_balance_come_from_the_service_environment() {
+        let mut view = view();
+        view.services.insert("db".into(), service("db", &[("TCP_PORTS", "5432, x"), ("BALANCE", "leastconn")], &[]));
+        view.tasks.insert("t1".into(), task("t1", "db", "n1", true, "running", 5432, 31000));
+        let table = routes_from(&view);
+        assert_eq!(table.tcp[&5432].backends.len(), 1);
+        assert_eq!(table.tcp[&5432].balance, Balance::LeastConnections);
+        assert!(table.http.is_empty());
+    }
+
+    #[test]
+    fn a_service_without_virtual_hosts_or_tcp_ports_is_not_routed() {
+        let mut view = view();
+        view.services.insert("worker".into(), service("worker", &[], &[]));
+        view.tasks.insert("t1".into(), task("t1", "worker", "n1", true, "running", 80, 31000));
+        assert_eq!(routes_from(&view), RouteTable::default());
+    }
+}
