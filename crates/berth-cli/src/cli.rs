@@ -84,6 +84,10 @@ pub enum Command {
     /// Deploy, list and remove stacks: the services of a compose file.
     #[command(subcommand)]
     Stack(StackCommand),
+    /// Create, list and remove secrets: encrypted in the cluster, mounted
+    /// read-only at /run/secrets/NAME in the tasks that use them.
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Secret URLs that redeploy or scale a service on an HTTP POST (for CI
     /// pipelines).
     #[command(subcommand)]
@@ -398,6 +402,30 @@ pub struct StackDeployArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Create a secret from a file, or from standard input with `-` (at most
+    /// 500 KiB). Secrets never change: rotate by creating a new one and
+    /// updating the services (`--secret-rm old --secret new`), which rolls.
+    Create {
+        name: String,
+        /// The file holding the secret, or `-` for standard input.
+        file: PathBuf,
+    },
+    /// List secrets (never their content).
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long, short, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Remove secrets no service uses.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum TriggerCommand {
     /// Create a trigger and print its URL; POST to it on any manager's API
     /// port to run the action. The URL is shown once: keep it secret.
@@ -522,6 +550,10 @@ pub struct ServiceFlags {
     /// link to the same service.
     #[arg(long = "link", value_name = "SERVICE[:ALIAS]")]
     pub links: Vec<ServiceLink>,
+    /// Mount a secret at /run/secrets/FILE (default: its name), read-only
+    /// (repeatable); replaces the same secret's mount.
+    #[arg(long = "secret", value_name = "NAME[:FILE]", value_parser = parse::secret_ref)]
+    pub secrets: Vec<berth_core::SecretRef>,
     /// Tasks replaced at once during a rolling update (0: all at once).
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub update_parallelism: Option<i64>,
@@ -575,6 +607,9 @@ pub struct ServiceRemovals {
     /// Remove a link by the linked service's name (repeatable).
     #[arg(long, value_name = "SERVICE")]
     pub link_rm: Vec<String>,
+    /// Stop mounting a secret, by name (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub secret_rm: Vec<String>,
     /// Remove a label by key (repeatable).
     #[arg(long, value_name = "KEY")]
     pub label_rm: Vec<String>,

@@ -577,6 +577,37 @@ pub fn nodes_json(nodes: &[proto::Node]) -> Value {
     Value::Array(nodes.iter().map(node_json).collect())
 }
 
+pub fn secrets_json(secrets: &[proto::SecretInfo]) -> Value {
+    Value::Array(
+        secrets
+            .iter()
+            .map(|s| {
+                json!({
+                    "id": s.id,
+                    "name": s.name,
+                    "size": s.size,
+                    "created_at_ms": s.created_at_ms,
+                    "services": s.services,
+                })
+            })
+            .collect(),
+    )
+}
+
+pub fn secrets_table(secrets: &[proto::SecretInfo]) -> Table {
+    let mut table = table(&["NAME", "ID", "SIZE", "CREATED", "SERVICES"]);
+    for secret in secrets {
+        table.add_row(vec![
+            secret.name.clone(),
+            secret.id.clone(),
+            human_bytes(i64::try_from(secret.size).unwrap_or(i64::MAX)),
+            timestamp(secret.created_at_ms),
+            or_dash(secret.services.join(",")),
+        ]);
+    }
+    table
+}
+
 pub fn stacks_json(stacks: &[proto::StackSummary]) -> Value {
     Value::Array(stacks.iter().map(|s| json!({ "name": s.name, "services": s.services })).collect())
 }

@@ -18,6 +18,15 @@ where
     PossibleValuesParser::new(all.iter().copied()).try_map(|s| s.parse::<T>())
 }
 
+/// `NAME[:FILE]`: a secret and the file name it is mounted as.
+pub fn secret_ref(text: &str) -> Result<berth_core::SecretRef, String> {
+    let (name, target) = text.split_once(':').unwrap_or((text, ""));
+    if name.is_empty() {
+        return Err(format!("'{text}' is not NAME[:FILE]"));
+    }
+    Ok(berth_core::SecretRef { name: name.to_string(), target: target.to_string() })
+}
+
 /// Where a load balancer listens, or `None` for off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProxyListen(pub Option<std::net::SocketAddr>);

@@ -70,6 +70,7 @@ fn changes_anything(args: &UpdateArgs) -> bool {
         || f.cpus.is_some()
         || f.memory.is_some()
         || !f.links.is_empty()
+        || !f.secrets.is_empty()
         || update_flag_given(f)
         || !f.labels.is_empty()
         || f.entrypoint.is_some()
@@ -80,6 +81,7 @@ fn changes_anything(args: &UpdateArgs) -> bool {
         || !r.publish_rm.is_empty()
         || !r.tag_rm.is_empty()
         || !r.link_rm.is_empty()
+        || !r.secret_rm.is_empty()
         || r.health_rm;
     args.image.is_some() || !args.command.is_empty() || flag_given || removal_given
 }
@@ -133,6 +135,11 @@ pub fn apply_flags(spec: &mut proto::ServiceSpec, f: &ServiceFlags) -> Result<()
         &mut spec.links,
         f.links.iter().map(|l| proto::ServiceLink { service: l.service.clone(), alias: l.alias.clone() }).collect(),
         |l| l.service.clone(),
+    );
+    merge(
+        &mut spec.secrets,
+        f.secrets.iter().map(|r| proto::SecretRef { name: r.name.clone(), target: r.target.clone() }).collect(),
+        |r| r.name.clone(),
     );
     apply_update_config(spec, f);
     for (key, value) in &f.labels {
@@ -258,6 +265,7 @@ pub fn apply_removals(spec: &mut proto::ServiceSpec, r: &ServiceRemovals) {
     spec.env.retain(|v| !r.env_rm.contains(&v.name));
     spec.tags.retain(|t| !r.tag_rm.contains(t));
     spec.links.retain(|l| !r.link_rm.contains(&l.service));
+    spec.secrets.retain(|s| !r.secret_rm.contains(&s.name));
     spec.labels.retain(|key, _| !r.label_rm.contains(key));
     spec.ports.retain(|p| {
         !r.publish_rm.iter().any(|rm| {

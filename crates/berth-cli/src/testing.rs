@@ -272,6 +272,27 @@ impl ClusterApi for Fake {
         Ok(Response::new(proto::ServiceReply { service: Some(service.clone()), index }))
     }
 
+    async fn create_secret(
+        &self,
+        _request: Request<proto::CreateSecretRequest>,
+    ) -> Result<Response<proto::SecretReply>, Status> {
+        Err(Status::unimplemented("the fake has no secrets"))
+    }
+
+    async fn list_secrets(
+        &self,
+        _request: Request<proto::ListSecretsRequest>,
+    ) -> Result<Response<proto::ListSecretsReply>, Status> {
+        Err(Status::unimplemented("the fake has no secrets"))
+    }
+
+    async fn remove_secret(
+        &self,
+        _request: Request<proto::RemoveSecretRequest>,
+    ) -> Result<Response<proto::RemoveSecretReply>, Status> {
+        Err(Status::unimplemented("the fake has no secrets"))
+    }
+
     async fn deploy_stack(
         &self,
         _request: Request<proto::DeployStackRequest>,

@@ -13,7 +13,7 @@ use crate::spec::validate_name;
 use crate::stack::StackPlan;
 use crate::{
     Availability, CoreError, DesiredState, Node, NodeStatus, Resources, Rollout, RolloutAction, RolloutDecision,
-    RolloutKind, RolloutState, ServiceMode, ServiceSpec, Task, TaskState, TaskStatus, Trigger, TriggerAction,
+    RolloutKind, RolloutState, Secret, ServiceMode, ServiceSpec, Task, TaskState, TaskStatus, Trigger, TriggerAction,
 };
 
 /// How many request ids are remembered for deduplication. A client retries
@@ -83,6 +83,16 @@ pub enum Command {
         node_id: String,
         image: String,
         image_id: String,
+    },
+    /// `sealed` is the secret encrypted with the cluster's data key.
+    CreateSecret {
+        id: String,
+        name: String,
+        sealed: Vec<u8>,
+        size: u64,
+    },
+    RemoveSecret {
+        name: String,
     },
     /// `id` is drawn by the proposing manager; only the token's hash is stored.
     CreateTrigger {
@@ -172,6 +182,8 @@ pub enum Outcome {
     TriggerRemoved { id: String },
     StackDeployed(Box<StackPlan>),
     StackRemoved { services: Vec<String> },
+    Secret(Box<Secret>),
+    SecretRemoved { id: String },
 }
 
 /// A change to the state, as `Watch` streams it.
@@ -258,6 +270,8 @@ pub struct ClusterState {
     /// Index: node id to the ids of tasks assigned to it.
     tasks_by_node: BTreeMap<String, BTreeSet<String>>,
     triggers: BTreeMap<String, Trigger>,
+    /// By name.
+    secrets: BTreeMap<String, Secret>,
     requests: RequestLog,
 }
 
@@ -282,6 +296,8 @@ enum RememberedOutcome {
     TriggerRemoved { id: String },
     StackDeployed(Box<StackPlan>),
     StackRemoved { services: Vec<String> },
+    Secret { id: String },
+    SecretRemoved { id: String },
 }
 
 impl RememberedOutcome {
@@ -297,6 +313,8 @@ impl RememberedOutcome {
             Outcome::TriggerRemoved { id } => RememberedOutcome::TriggerRemoved { id: id.clone() },
             Outcome::StackDeployed(plan) => RememberedOutcome::StackDeployed(plan.clone()),
             Outcome::StackRemoved { services } => RememberedOutcome::StackRemoved { services: services.clone() },
+            Outcome::Secret(secret) => RememberedOutcome::Secret { id: secret.id.clone() },
+            Outcome::SecretRemoved { id } => RememberedOutcome::SecretRemoved { id: id.clone() },
         }
     }
 }
@@ -387,7 +405,20 @@ impl ClusterState {
             Ok(RememberedOutcome::StackRemoved { services }) => {
                 Ok(Outcome::StackRemoved { services: services.clone() })
             }
+            Ok(RememberedOutcome::Secret { id }) => match self.secrets.values().find(|s| s.id == *id) {
+                Some(secret) => Ok(Outcome::Secret(Box::new(secret.clone()))),
+                None => Ok(Outcome::SecretRemoved { id: id.clone() }),
+            },
+            Ok(RememberedOutcome::SecretRemoved { id }) => Ok(Outcome::SecretRemoved { id: id.clone() }),
         })
+    }
+
+    pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
+        self.secrets.values()
+    }
+
+    pub fn secret(&self, name: &str) -> Option<&Secret> {
+        self.secrets.get(name)
     }
 
     pub fn triggers(&self) -> impl Iterator<Item = &Trigger> {
@@ -502,6 +533,38 @@ impl ClusterState {
                 }
                 Ok(())
             }
+            Command::CreateSecret { name, sealed, size, .. } => {
+                crate::secret::validate_secret(name, usize::try_from(*size).unwrap_or(usize::MAX))?;
+                if sealed.is_empty() {
+                    return Err(CoreError::invalid("data", "was not sealed"));
+                }
+                if self.secrets.contains_key(name) {
+                    return Err(CoreError::AlreadyExists { kind: "secret".into(), name: name.clone() });
+                }
+                if self.secrets.len() >= crate::secret::MAX_SECRETS {
+                    return Err(CoreError::Conflict(format!(
+                        "the cluster already has {} secrets, the most it keeps",
+                        crate::secret::MAX_SECRETS
+                    )));
+                }
+                Ok(())
+            }
+            Command::RemoveSecret { name } => {
+                self.secrets.get(name).ok_or_else(|| CoreError::not_found("secret", name))?;
+                let users: Vec<&str> = self
+                    .services
+                    .values()
+                    .filter(|s| s.spec.secrets.iter().any(|r| r.name == *name))
+                    .map(|s| s.spec.name.as_str())
+                    .collect();
+                if !users.is_empty() {
+                    return Err(CoreError::Conflict(format!(
+                        "secret '{name}' is used by {}; update those services first",
+                        users.join(", ")
+                    )));
+                }
+                Ok(())
+            }
             Command::CreateTrigger { service, token_hash, .. } => {
                 self.service(service).ok_or_else(|| CoreError::not_found("service", service))?;
                 if self.triggers.len() >= crate::trigger::MAX_TRIGGERS {
@@ -590,6 +653,14 @@ impl ClusterState {
                 return Err(CoreError::invalid(
                     format!("depends_on[{i}].service"),
                     format!("service '{}' does not exist", dependency.service),
+                ));
+            }
+        }
+        for (i, secret) in spec.secrets.iter().enumerate() {
+            if !self.secrets.contains_key(&secret.name) {
+                return Err(CoreError::invalid(
+                    format!("secrets[{i}].name"),
+                    format!("secret '{}' does not exist (berth secret create)", secret.name),
                 ));
             }
         }
@@ -751,6 +822,21 @@ impl ClusterState {
             Command::RollbackService { name } => self.modify_service(name, index, now, changes, |service| {
                 roll_back(service, RolloutKind::Rollback, String::new(), now);
             }),
+            Command::CreateSecret { id, name, sealed, size } => {
+                let secret = Secret {
+                    id: id.clone(),
+                    name: name.clone(),
+                    sealed: sealed.clone(),
+                    size: *size,
+                    created_at_ms: now,
+                };
+                self.secrets.insert(name.clone(), secret.clone());
+                Outcome::Secret(Box::new(secret))
+            }
+            Command::RemoveSecret { name } => match self.secrets.remove(name) {
+                Some(secret) => Outcome::SecretRemoved { id: secret.id },
+                None => Outcome::Done,
+            },
             Command::CreateTrigger { id, service, action, token_hash } => {
                 let Some(service_id) = self.service(service).map(|s| s.id.clone()) else { return Outcome::Done };
                 let trigger = Trigger {

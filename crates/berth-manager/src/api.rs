@@ -215,6 +215,49 @@ impl ClusterApi for Api {
     }
 
     #[instrument(skip_all, fields(node = self.node.id))]
+    async fn create_secret(
+        &self,
+        request: Request<pb::CreateSecretRequest>,
+    ) -> Result<Response<pb::SecretReply>, Status> {
+        let request = request.into_inner();
+        // Checked before sealing, so the refusal names what is wrong.
+        berth_core::secret::validate_secret(&request.name, request.data.len()).map_err(invalid)?;
+        let key = crate::seal::DataKey::of(&self.node.identity).map_err(Status::from)?;
+        let command = Command::CreateSecret {
+            id: crate::node::hex_id(),
+            name: request.name,
+            sealed: key.seal(&request.data),
+            size: request.data.len() as u64,
+        };
+        match self.node.write(request_id_or_new(request.request_id), command).await? {
+            Outcome::Secret(secret) => {
+                let info = self.node.view.read(|state, _| secret_info(state, &secret));
+                Ok(Response::new(pb::SecretReply { secret: Some(info) }))
+            }
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    async fn list_secrets(
+        &self,
+        request: Request<pb::ListSecretsRequest>,
+    ) -> Result<Response<pb::ListSecretsReply>, Status> {
+        self.read_barrier(request.into_inner().consistency).await?;
+        let secrets = self.node.view.read(|state, _| state.secrets().map(|s| secret_info(state, s)).collect());
+        Ok(Response::new(pb::ListSecretsReply { secrets }))
+    }
+
+    #[instrument(skip_all, fields(node = self.node.id))]
+    async fn remove_secret(
+        &self,
+        request: Request<pb::RemoveSecretRequest>,
+    ) -> Result<Response<pb::RemoveSecretReply>, Status> {
+        let request = request.into_inner();
+        self.node.write(request_id_or_new(request.request_id), Command::RemoveSecret { name: request.name }).await?;
+        Ok(Response::new(pb::RemoveSecretReply {}))
+    }
+
+    #[instrument(skip_all, fields(node = self.node.id))]
     async fn create_trigger(
         &self,
         request: Request<pb::CreateTriggerRequest>,
@@ -482,6 +525,7 @@ impl ClusterApi for Api {
             node_id,
             manager_token: self.node.identity.manager_token.clone(),
             worker_token: self.node.identity.worker_token.clone(),
+            data_key: self.node.identity.data_key.clone(),
         }))
     }
 
@@ -537,6 +581,23 @@ fn stack_plan_to_proto(plan: &berth_core::StackPlan) -> pb::StackPlan {
         unchanged: plan.unchanged.clone(),
         remove: plan.remove.clone(),
         keep: plan.keep.clone(),
+    }
+}
+
+/// A secret without its content, and the services using it.
+fn secret_info(state: &berth_core::ClusterState, secret: &berth_core::Secret) -> pb::SecretInfo {
+    let mut services: Vec<String> = state
+        .services()
+        .filter(|s| s.spec.secrets.iter().any(|r| r.name == secret.name))
+        .map(|s| s.spec.name.clone())
+        .collect();
+    services.sort();
+    pb::SecretInfo {
+        id: secret.id.clone(),
+        name: secret.name.clone(),
+        size: secret.size,
+        created_at_ms: secret.created_at_ms,
+        services,
     }
 }
 

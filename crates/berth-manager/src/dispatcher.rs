@@ -24,6 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::node::ManagerNode;
+use crate::seal::DataKey;
 use berth_api::{health_from_text, reported_state, spec_to_proto};
 
 /// An agent that sends nothing for this long is considered gone.
@@ -244,13 +245,14 @@ async fn push_assignments(
     let mut changes = node.view.watch(0).live;
     let mut metrics = node.raft.metrics();
     let mut last_sent: Option<Vec<pb::Assignment>> = None;
+    let key = DataKey::of(&node.identity).ok();
     loop {
         if !node.is_leader() {
             let leader = node.leader().map(|(_, addr)| addr).unwrap_or_default();
             let _ = outbound.send(Ok(not_leader(leader))).await;
             return;
         }
-        let (tasks, version) = node.view.read(|state, index| (assignments_of(state, &node_id), index));
+        let (tasks, version) = node.view.read(|state, index| (assignments_of(state, &node_id, key.as_ref()), index));
         if last_sent.as_ref() != Some(&tasks) {
             let message = pb::ManagerMessage {
                 body: Some(pb::manager_message::Body::Assignments(pb::Assignments { version, tasks: tasks.clone() })),
@@ -287,7 +289,9 @@ fn concerns(change: &berth_core::Change, node_id: &str) -> bool {
 
 /// Every task recorded on the node, with what the agent must do with it.
 /// A container whose task is not in the set is stale and gets removed.
-fn assignments_of(state: &berth_core::ClusterState, node_id: &str) -> Vec<pb::Assignment> {
+/// A task that is meant to run gets the secrets it uses, opened here: only
+/// the node running it ever receives them.
+fn assignments_of(state: &berth_core::ClusterState, node_id: &str, key: Option<&DataKey>) -> Vec<pb::Assignment> {
     state
         .tasks_of_node(node_id)
         .map(|t| pb::Assignment {
@@ -298,8 +302,26 @@ fn assignments_of(state: &berth_core::ClusterState, node_id: &str) -> Vec<pb::As
             desired: t.desired.to_string(),
             state: t.state.to_string(),
             spec: Some(spec_to_proto(&t.spec)),
+            secrets: if t.is_live() { opened_secrets(state, t, key) } else { Vec::new() },
         })
         .collect()
+}
+
+fn opened_secrets(
+    state: &berth_core::ClusterState,
+    task: &berth_core::Task,
+    key: Option<&DataKey>,
+) -> Vec<pb::SecretData> {
+    let mut opened = Vec::new();
+    for reference in &task.spec.secrets {
+        let data = state.secret(&reference.name).zip(key).map(|(secret, key)| key.open(&secret.sealed));
+        match data {
+            Some(Ok(data)) => opened.push(pb::SecretData { name: reference.name.clone(), data }),
+            Some(Err(e)) => warn!(task = %task.id, secret = %reference.name, error = %e, "cannot open a secret"),
+            None => warn!(task = %task.id, secret = %reference.name, "a secret the task uses is missing"),
+        }
+    }
+    opened
 }
 
 /// Collects status reports from every session into few Raft entries.

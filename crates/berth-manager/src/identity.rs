@@ -18,6 +18,11 @@ pub struct Identity {
     /// False between allocating an id and being promoted to voter, so a
     /// manager that crashed midway finishes its join on restart.
     pub joined: bool,
+    /// The cluster's data key (hex), shared by every manager: secrets are
+    /// sealed with it before they are proposed. Empty in a data dir from
+    /// before secrets existed; such a cluster refuses secrets.
+    #[serde(default)]
+    pub data_key: String,
 }
 
 impl Identity {

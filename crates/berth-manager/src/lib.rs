@@ -14,6 +14,7 @@ pub mod identity;
 pub mod network;
 pub mod node;
 pub mod raft_service;
+pub mod seal;
 pub mod triggers;
 
 use std::collections::BTreeMap;
@@ -80,6 +81,7 @@ async fn establish_identity(config: &ManagerConfig) -> anyhow::Result<(Identity,
                 worker_token: JoinToken::new(Role::Worker, &cluster_id, random_bytes()).to_string(),
                 cluster_id,
                 joined: true,
+                data_key: hex::encode(random_bytes::<{ seal::DATA_KEY_BYTES }>()),
             };
             identity.save(&config.data_dir)?;
             Ok((identity, None))
@@ -99,6 +101,7 @@ async fn establish_identity(config: &ManagerConfig) -> anyhow::Result<(Identity,
                 manager_token: reply.manager_token,
                 worker_token: reply.worker_token,
                 joined: false,
+                data_key: reply.data_key,
             };
             identity.save(&config.data_dir)?;
             Ok((identity, Some((peer.clone(), token))))

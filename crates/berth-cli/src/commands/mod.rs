@@ -9,6 +9,7 @@ pub mod follow;
 pub mod manager;
 pub mod node;
 pub mod process;
+pub mod secret;
 pub mod service;
 pub mod stack;
 pub mod trigger;
@@ -42,6 +43,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Stack(command) => {
             let mut client = Client::new(&cli.manager)?;
             stack::run(&mut client, command).await
+        }
+        Command::Secret(command) => {
+            let mut client = Client::new(&cli.manager)?;
+            secret::run(&mut client, command).await
         }
         Command::Trigger(command) => {
             let mut client = Client::new(&cli.manager)?;

@@ -79,8 +79,14 @@ async fn services_of(client: &mut Client, stack: &str) -> Result<Vec<proto::Serv
     Ok(services)
 }
 
+/// A stack file read: its services, and the secrets it declares.
+pub struct StackFile {
+    pub services: Vec<proto::ServiceSpec>,
+    pub secrets: Vec<berth_compose::StackSecret>,
+}
+
 /// Reads the compose file into the stack's specs, printing its warnings.
-pub fn read_compose_file(path: &Path, stack: &str) -> Result<Vec<proto::ServiceSpec>> {
+pub fn read_compose_file(path: &Path, stack: &str) -> Result<StackFile> {
     let size = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?.len();
     if size > MAX_COMPOSE_FILE_BYTES {
         bail!("{} is {size} bytes; a compose file may have at most {MAX_COMPOSE_FILE_BYTES}", path.display());
@@ -107,15 +113,31 @@ pub fn read_compose_file(path: &Path, stack: &str) -> Result<Vec<proto::ServiceS
     for warning in &parsed.warnings {
         eprintln!("{warning}");
     }
-    if let Some((service, secret)) =
-        parsed.services.iter().find_map(|s| s.secrets.first().map(|secret| (s.name.clone(), secret.name.clone())))
-    {
-        bail!(
-            "{file_name}: service '{service}' uses secret '{secret}', and this berth cannot deliver secrets yet; \
-             remove `secrets:` to deploy"
-        );
+    Ok(StackFile { services: parsed.services.iter().map(berth_api::spec_to_proto).collect(), secrets: parsed.secrets })
+}
+
+/// Creates the secrets the file declares with `file:` that do not exist
+/// yet; an existing one is left as it is (secrets never change: rotate by
+/// renaming). External secrets must exist already.
+pub async fn create_missing_secrets(client: &mut Client, secrets: &[berth_compose::StackSecret]) -> Result<()> {
+    if secrets.is_empty() {
+        return Ok(());
     }
-    Ok(parsed.services.iter().map(berth_api::spec_to_proto).collect())
+    let existing: Vec<String> = crate::commands::secret::list(client).await?.into_iter().map(|s| s.name).collect();
+    for secret in secrets {
+        if existing.contains(&secret.name) {
+            continue;
+        }
+        match &secret.file {
+            Some(file) if !secret.external => {
+                let data = crate::commands::secret::read_secret(file)?;
+                crate::commands::secret::create(client, &secret.name, data).await?;
+                eprintln!("created secret {}", secret.name);
+            }
+            _ => bail!("external secret '{}' does not exist (berth secret create {0} FILE)", secret.name),
+        }
+    }
+    Ok(())
 }
 
 /// `KEY=VALUE` lines of the `.env` file beside the compose file, if any.
@@ -131,8 +153,11 @@ fn dotenv_variables(dir: &Path) -> Result<Vec<(String, String)>> {
 }
 
 async fn deploy(client: &mut Client, args: &StackDeployArgs) -> Result<()> {
-    let services = read_compose_file(&args.compose_file, &args.stack)?;
-    let reply = deploy_services(client, &args.stack, services, args.prune, args.dry_run).await?;
+    let file = read_compose_file(&args.compose_file, &args.stack)?;
+    if !args.dry_run {
+        create_missing_secrets(client, &file.secrets).await?;
+    }
+    let reply = deploy_services(client, &args.stack, file.services, args.prune, args.dry_run).await?;
     let plan = reply.plan.unwrap_or_default();
     output::emit(output::stack_plan_text(&args.stack, &plan, args.dry_run))?;
     if args.dry_run {

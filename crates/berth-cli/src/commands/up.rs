@@ -48,8 +48,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let stack = match &args.compose_file {
         Some(path) => {
             let name = stack_name(&args, path)?;
-            let services = crate::commands::stack::read_compose_file(path, &name)?;
-            Some((name, services))
+            let file = crate::commands::stack::read_compose_file(path, &name)?;
+            Some((name, file))
         }
         None => None,
     };
@@ -109,8 +109,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
     }
     // `-c compose.yml` deploys after the node is ready, so its services are
     // placed at once; a refused file stops both halves.
-    if let Some((name, services)) = stack {
-        if let Err(e) = deploy_stack(&address, &name, services).await {
+    if let Some((name, file)) = stack {
+        if let Err(e) = deploy_stack(&address, &name, file).await {
             shutdown.cancel();
             let _ = agent.await;
             let _ = manager.await;
@@ -158,9 +158,10 @@ fn stack_name(args: &UpArgs, compose_file: &std::path::Path) -> Result<String> {
     Ok(name)
 }
 
-async fn deploy_stack(address: &str, stack: &str, services: Vec<proto::ServiceSpec>) -> Result<()> {
+async fn deploy_stack(address: &str, stack: &str, file: crate::commands::stack::StackFile) -> Result<()> {
     let mut client = crate::client::Client::new(&[address.to_string()])?;
-    let reply = crate::commands::stack::deploy_services(&mut client, stack, services, false, false).await?;
+    crate::commands::stack::create_missing_secrets(&mut client, &file.secrets).await?;
+    let reply = crate::commands::stack::deploy_services(&mut client, stack, file.services, false, false).await?;
     let plan = reply.plan.unwrap_or_default();
     output::emit(output::stack_plan_text(stack, &plan, false))?;
     let wait = crate::cli::WaitArgs { detach: false, timeout: None };
