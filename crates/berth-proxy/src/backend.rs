@@ -3,15 +3,24 @@
 //! A backend that leaves the route table is retired: its idle connections
 //! are closed at once and none is pooled again, while requests already on it
 //! finish on the connections they hold.
+//!
+//! A backend connection has no task of its own: the request using it drives
+//! it (and then its response body does), so a request is served by one task
+//! from the client's bytes to the backend's and back, without waking another.
 
 use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, TrySendError};
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
@@ -32,7 +41,62 @@ pub const MAX_IDLE_CONNS_PER_BACKEND: usize = 256;
 /// proxy never holds sockets a backend has long forgotten.
 pub const IDLE_CONN_TIMEOUT_MS: u64 = 30_000;
 
-pub(crate) type Sender = http1::SendRequest<UpstreamBody>;
+type Sender = http1::SendRequest<UpstreamBody>;
+type Driver = http1::Connection<TokioIo<TcpStream>, UpstreamBody>;
+
+/// An HTTP/1.1 connection to a backend: the handle requests go in by, and
+/// the connection state machine that whoever holds it must poll.
+pub(crate) struct BackendConn {
+    sender: Sender,
+    /// `None` once the connection has closed. Boxed once per connection so
+    /// that handing the connection to the pool or a response body moves a
+    /// pointer, not the state machine's ~700 bytes.
+    driver: Option<Pin<Box<Driver>>>,
+}
+
+impl BackendConn {
+    /// Lets the connection read and write what it can without waiting.
+    pub(crate) fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(driver) = &mut self.driver {
+            // Without hyper's shutdown: the socket closes when the driver
+            // drops (see `connect_http` for how).
+            if let Poll::Ready(result) = driver.as_mut().poll_without_shutdown(cx) {
+                if let Err(error) = result {
+                    debug!(%error, "backend connection ended with an error");
+                }
+                // Dropping the driver hands any request still queued on it
+                // back to its sender as unsent.
+                self.driver = None;
+            }
+        }
+    }
+
+    /// Whether a request can go out on this connection now.
+    async fn usable(&mut self) -> bool {
+        // One poll catches a close the backend sent while the connection sat idle.
+        poll_fn(|cx| {
+            self.drive(cx);
+            Poll::Ready(())
+        })
+        .await;
+        self.driver.is_some() && self.sender.is_ready()
+    }
+
+    /// Sends a request and waits for the response head, driving the
+    /// connection meanwhile. On failure the request comes back if none of it
+    /// was written.
+    pub(crate) async fn send(
+        &mut self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<UpstreamBody>>> {
+        let mut response = pin!(self.sender.try_send_request(request));
+        poll_fn(|cx| {
+            self.drive(cx);
+            response.as_mut().poll(cx)
+        })
+        .await
+    }
+}
 
 pub(crate) struct BackendState {
     pub(crate) backend: Backend,
@@ -46,7 +110,7 @@ struct IdlePool {
 }
 
 struct IdleConn {
-    sender: Sender,
+    conn: BackendConn,
     since: Instant,
 }
 
@@ -86,24 +150,20 @@ impl BackendState {
     }
 
     /// The most recently used idle connection that is still open, if any.
-    pub(crate) fn take_idle(&self) -> Option<Sender> {
-        let now = Instant::now();
+    pub(crate) async fn take_idle(&self) -> Option<BackendConn> {
         let max_age = Duration::from_millis(IDLE_CONN_TIMEOUT_MS);
-        let mut pool = self.idle.lock();
-        while let Some(conn) = pool.conns.pop_back() {
-            // `is_ready` is false once hyper has seen the backend close the
-            // connection; a close it has not seen yet is caught by the retry
-            // in `http`.
-            if conn.sender.is_ready() && now.duration_since(conn.since) < max_age {
-                return Some(conn.sender);
+        loop {
+            let IdleConn { mut conn, since } = self.idle.lock().conns.pop_back()?;
+            // A close the backend sent after `usable` is caught by the retry in `http`.
+            if since.elapsed() < max_age && conn.usable().await {
+                return Some(conn);
             }
         }
-        None
     }
 
     /// Offers a connection whose response is complete for reuse.
-    pub(crate) fn put_idle(&self, sender: Sender) {
-        if !sender.is_ready() {
+    pub(crate) fn put_idle(&self, conn: BackendConn) {
+        if conn.driver.is_none() || !conn.sender.is_ready() {
             return;
         }
         let mut pool = self.idle.lock();
@@ -113,7 +173,7 @@ impl BackendState {
         if pool.conns.len() >= MAX_IDLE_CONNS_PER_BACKEND {
             pool.conns.pop_front();
         }
-        pool.conns.push_back(IdleConn { sender, since: Instant::now() });
+        pool.conns.push_back(IdleConn { conn, since: Instant::now() });
     }
 
     /// Called when the backend leaves the route table.
@@ -124,22 +184,24 @@ impl BackendState {
             std::mem::take(&mut pool.conns)
         };
         debug!(backend = %self.backend.addr, task = %self.backend.id, closed = idle.len(), "backend retired");
-        // Dropped outside the lock: dropping a sender wakes its connection task.
+        // Closed outside the lock.
         drop(idle);
     }
 
-    /// Opens a new HTTP/1.1 connection; its driver runs as its own task
-    /// until the last sender drops or the backend closes it.
-    pub(crate) async fn connect_http(&self) -> Result<Sender, ConnectError> {
+    /// Opens a new HTTP/1.1 connection.
+    ///
+    /// The proxy closes a backend connection only once it is of no more use:
+    /// its response is complete and the backend said `Connection: close`,
+    /// it sat idle too long, its backend left the table, or the client gave
+    /// up. Closing it with a reset rather than a FIN keeps the proxy's side
+    /// out of TIME_WAIT, which with a backend that closes after every
+    /// response (many do) would otherwise pile up one socket per request on
+    /// the node and slow every later connect.
+    pub(crate) async fn connect_http(&self) -> Result<BackendConn, ConnectError> {
         let stream = connect_tcp(self.backend.addr).await?;
-        let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
-        let addr = self.backend.addr;
-        tokio::spawn(async move {
-            if let Err(error) = conn.await {
-                debug!(backend = %addr, %error, "backend connection ended with an error");
-            }
-        });
-        Ok(sender)
+        stream.set_zero_linger()?;
+        let (sender, driver) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
+        Ok(BackendConn { sender, driver: Some(Box::pin(driver)) })
     }
 }
 

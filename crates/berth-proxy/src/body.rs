@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::backend::{InFlight, Sender};
+use crate::backend::{BackendConn, InFlight};
 
 /// A request body sent to a backend.
 pub(crate) enum UpstreamBody {
@@ -47,17 +47,18 @@ impl Body for UpstreamBody {
 }
 
 /// A backend connection lent to one request: the request counts as in
-/// flight on the backend until the lease ends, and the connection goes back
-/// to the pool only when its response was read to the end.
+/// flight on the backend until the lease ends, the response body drives the
+/// connection as it is read, and the connection goes back to the pool only
+/// when its response was read to the end.
 pub(crate) struct Lease {
-    pub(crate) sender: Sender,
+    pub(crate) conn: BackendConn,
     pub(crate) in_flight: InFlight,
 }
 
 impl Lease {
     fn response_complete(self) {
-        let Lease { sender, in_flight } = self;
-        in_flight.backend().put_idle(sender);
+        let Lease { conn, in_flight } = self;
+        in_flight.backend().put_idle(conn);
     }
 }
 
@@ -92,6 +93,9 @@ impl Body for ProxyBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match &mut self.get_mut().0 {
             Kind::Upstream { body, lease } => {
+                if let Some(lease) = lease {
+                    lease.conn.drive(cx);
+                }
                 let frame = std::task::ready!(Pin::new(&mut *body).poll_frame(cx));
                 match &frame {
                     Some(Ok(_)) if !body.is_end_stream() => {}

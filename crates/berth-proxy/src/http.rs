@@ -78,6 +78,7 @@ pub(crate) async fn serve(listener: TcpListener, table: Arc<ArcSwap<LiveTable>>,
     server.timer(TokioTimer::new()).header_read_timeout(Duration::from_millis(HEADER_READ_TIMEOUT_MS)).keep_alive(true);
     loop {
         let slot = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return,
             slot = Arc::clone(&slots).acquire_owned() => match slot {
                 Ok(slot) => slot,
@@ -85,6 +86,7 @@ pub(crate) async fn serve(listener: TcpListener, table: Arc<ArcSwap<LiveTable>>,
             },
         };
         let (stream, peer) = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -105,7 +107,10 @@ pub(crate) async fn serve(listener: TcpListener, table: Arc<ArcSwap<LiveTable>>,
         tokio::spawn(async move {
             let _slot = slot;
             let mut connection = std::pin::pin!(connection);
+            // Biased: the connection is polled first on every wake-up, and
+            // select! skips drawing a random branch order.
             let result = tokio::select! {
+                biased;
                 result = connection.as_mut() => result,
                 _ = shutdown.cancelled() => {
                     connection.as_mut().graceful_shutdown();
@@ -219,12 +224,12 @@ async fn forward(
         let Some((index, backend)) = route.choose(|i| failed.contains(i)) else { break };
         span.record("backend", field::display(backend.addr()));
         let in_flight = backend.start();
-        let pooled = if fresh_only { None } else { backend.take_idle() };
+        let pooled = if fresh_only { None } else { backend.take_idle().await };
         let reused = pooled.is_some();
-        let mut sender = match pooled {
-            Some(sender) => sender,
+        let mut conn = match pooled {
+            Some(conn) => conn,
             None => match backend.connect_http().await {
-                Ok(sender) => sender,
+                Ok(conn) => conn,
                 Err(error) => {
                     warn!(route = %route.name, backend = %backend.addr(), task = %backend.backend.id, %error,
                         "backend unreachable; trying another");
@@ -236,10 +241,10 @@ async fn forward(
             },
         };
         let spare = replayable.then(|| replay_copy(&request));
-        match sender.try_send_request(request).await {
+        match conn.send(request).await {
             Ok(mut response) => {
                 strip_hop_by_hop(response.headers_mut());
-                return response.map(|body| ProxyBody::upstream(body, Lease { sender, in_flight }));
+                return response.map(|body| ProxyBody::upstream(body, Lease { conn, in_flight }));
             }
             Err(mut error) => {
                 let unsent = error.take_message();

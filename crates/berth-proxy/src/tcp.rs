@@ -50,6 +50,7 @@ pub(crate) async fn serve_port(
     let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS_PER_PORT));
     loop {
         let slot = tokio::select! {
+            biased;
             _ = stop_listening.cancelled() => return,
             slot = Arc::clone(&slots).acquire_owned() => match slot {
                 Ok(slot) => slot,
@@ -57,6 +58,7 @@ pub(crate) async fn serve_port(
             },
         };
         let (client, peer) = tokio::select! {
+            biased;
             _ = stop_listening.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -106,6 +108,7 @@ async fn proxy_connection(
         let span = debug_span!("tcp", route = %route.name, backend = %backend.addr(), client = %peer);
         async {
             tokio::select! {
+            biased;
                 copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match copied {
                     Ok((sent, received)) => debug!(sent, received, "connection closed"),
                     Err(error) => debug!(%error, "connection ended with an error"),
