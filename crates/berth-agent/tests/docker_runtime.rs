@@ -6,6 +6,10 @@
 //! and a guard removes that node's containers however the test ends.
 //! Without Docker the tests print why they are skipped, except under
 //! `CI=true`, where a missing engine is a failure.
+//!
+//! Tests that create volumes or stack networks name them uniquely and hold
+//! guards that remove them, declared before the node guard so that the
+//! node's containers are gone first (locals drop in reverse order).
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -15,10 +19,12 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use berth_agent::runtime::{
-    ContainerSpec, DockerRuntime, DockerRuntimeConfig, Runtime, RuntimeError, RuntimeEvent, RuntimeEventStream,
-    LABEL_NODE, LABEL_SERVICE, LABEL_SLOT, LABEL_TASK,
+    stack_network_name, ContainerSpec, DockerRuntime, DockerRuntimeConfig, Runtime, RuntimeError, RuntimeEvent,
+    RuntimeEventStream, LABEL_NODE, LABEL_SERVICE, LABEL_SLOT, LABEL_STACK, LABEL_TASK,
 };
-use berth_core::{Health, HealthCheck, PortMapping, Protocol, ServiceSpec, Task, TaskState};
+use berth_core::{
+    Health, HealthCheck, PortMapping, Protocol, ServiceLink, ServiceSpec, Task, TaskState, VolumeKind, VolumeMount,
+};
 use futures::StreamExt;
 use tokio::time::Instant;
 
@@ -35,6 +41,11 @@ const PORT_DEADLINE_MS: u64 = 10_000;
 const PORT_RETRY_MS: u64 = 50;
 /// Docker's exit status for a process killed by SIGKILL.
 const SIGKILL_EXIT_CODE: i64 = 137;
+/// How long a short script in a container may take to run and exit; the
+/// discovery script retries its first request for up to 10 s itself.
+const EXIT_DEADLINE_MS: u64 = 30_000;
+/// Containers started at once, per runtime, by the network race test.
+const RACING_CONTAINERS_PER_AGENT: usize = 4;
 
 static IMAGE_BUILT: OnceLock<()> = OnceLock::new();
 
@@ -440,4 +451,399 @@ async fn api_version_is_negotiated_down_to_the_engines() {
     };
     let engine = runtime.client().version().await.expect("version");
     assert_eq!(Some(runtime.api_version()), engine.api_version);
+}
+
+/// Runs `docker` with `args`, ignoring failures: for guards cleaning up.
+fn docker_quietly(args: &[&str]) -> Vec<String> {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// A stack name of its own for one test; removes the stack's containers and
+/// networks when dropped.
+struct TestStack {
+    name: String,
+}
+
+impl TestStack {
+    fn new() -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        TestStack { name: format!("t{}", &id[..12]) }
+    }
+
+    /// A task of `<stack>_<short>`, running `command`, on `node`.
+    fn task(&self, node: &TestNode, short: &str, command: &[&str]) -> ContainerSpec {
+        let mut service = ServiceSpec::new(format!("{}_{short}", self.name), TEST_IMAGE);
+        service.stack = self.name.clone();
+        service.command = command.iter().map(|s| s.to_string()).collect();
+        ContainerSpec::from_task(&task(service), &node.id)
+    }
+
+    fn network_ids(&self) -> Vec<String> {
+        docker_quietly(&[
+            "network",
+            "ls",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("label={LABEL_STACK}={}", self.name),
+        ])
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        let containers = docker_quietly(&["ps", "-aq", "--filter", &format!("label={LABEL_STACK}={}", self.name)]);
+        if !containers.is_empty() {
+            let mut args = vec!["rm", "-f", "-v"];
+            args.extend(containers.iter().map(String::as_str));
+            docker_quietly(&args);
+        }
+        let networks = self.network_ids();
+        if !networks.is_empty() {
+            let mut args = vec!["network", "rm"];
+            args.extend(networks.iter().map(String::as_str));
+            docker_quietly(&args);
+        }
+    }
+}
+
+/// A named volume of its own for one test, removed when dropped.
+struct TestVolume {
+    name: String,
+}
+
+impl TestVolume {
+    fn new() -> Self {
+        TestVolume { name: format!("berth-test-{}", uuid::Uuid::new_v4().simple()) }
+    }
+
+    fn mount(&self, target: &str, read_only: bool) -> VolumeMount {
+        VolumeMount { kind: VolumeKind::Named, source: self.name.clone(), target: target.into(), read_only }
+    }
+}
+
+impl Drop for TestVolume {
+    fn drop(&mut self) {
+        docker_quietly(&["volume", "rm", "-f", &self.name]);
+    }
+}
+
+fn bind(dir: &tempfile::TempDir, target: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        kind: VolumeKind::Bind,
+        source: dir.path().to_string_lossy().into_owned(),
+        target: target.into(),
+        read_only,
+    }
+}
+
+/// A container on `node` running `script` in the shell.
+fn script(node: &TestNode, script: &str) -> ContainerSpec {
+    let mut service = ServiceSpec::new("script", TEST_IMAGE);
+    service.command = vec!["sh".into(), "-c".into(), script.into()];
+    ContainerSpec::from_task(&task(service), &node.id)
+}
+
+/// Starts `spec` and returns its id and exit code once it has exited, the
+/// script's checks being its exit code.
+async fn run_to_exit(runtime: &DockerRuntime, spec: &ContainerSpec) -> (String, Option<i64>) {
+    let mut events = runtime.events(&spec.node_id);
+    let id = runtime.create_and_start(spec).await.expect("create and start");
+    let died = wait_for_event(
+        &mut events,
+        EXIT_DEADLINE_MS,
+        "Died",
+        |e| matches!(e, RuntimeEvent::Died { task_id, .. } if *task_id == spec.task_id),
+    )
+    .await;
+    let RuntimeEvent::Died { exit_code, .. } = died else { unreachable!("waited for Died") };
+    (id, exit_code)
+}
+
+#[tokio::test]
+async fn named_volume_and_bind_mount_are_mounted_read_write() {
+    let Some(runtime) = docker_runtime("named_volume_and_bind_mount_are_mounted_read_write").await else {
+        return;
+    };
+    let volume = TestVolume::new();
+    let node = TestNode::new();
+    let host_dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::write(host_dir.path().join("in.txt"), "from the host").expect("write on the host");
+
+    let mut writer = script(
+        &node,
+        r#"test "$(cat /host/in.txt)" = "from the host" || exit 3
+           echo kept > /vol/file || exit 4
+           echo from the container > /host/out.txt || exit 5"#,
+    );
+    writer.volumes = vec![volume.mount("/vol", false), bind(&host_dir, "/host", false)];
+    let (id, exit_code) = run_to_exit(&runtime, &writer).await;
+    assert_eq!(exit_code, Some(0), "the writer's checks failed (see the script for the code)");
+    let out = std::fs::read_to_string(host_dir.path().join("out.txt")).expect("the container wrote to the host");
+    assert_eq!(out, "from the container\n");
+
+    let inspect = runtime.client().inspect_container(&id, None).await.expect("inspect");
+    let mut mounts: Vec<(String, String, String, bool)> = inspect
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| {
+            let kind = m.typ.map(|t| t.to_string()).unwrap_or_default();
+            let name_or_source = if kind == "volume" { m.name } else { m.source };
+            (kind, name_or_source.unwrap_or_default(), m.destination.unwrap_or_default(), m.rw.unwrap_or(false))
+        })
+        .collect();
+    mounts.sort();
+    let host_path = host_dir.path().to_string_lossy().into_owned();
+    assert_eq!(
+        mounts,
+        vec![
+            ("bind".to_string(), host_path, "/host".to_string(), true),
+            ("volume".to_string(), volume.name.clone(), "/vol".to_string(), true),
+        ]
+    );
+
+    // The named volume outlives its first container.
+    let mut reader = script(&node, r#"test "$(cat /vol/file)" = kept"#);
+    reader.volumes = vec![volume.mount("/vol", false)];
+    let (_, exit_code) = run_to_exit(&runtime, &reader).await;
+    assert_eq!(exit_code, Some(0), "a second container did not find the file in the named volume");
+}
+
+#[tokio::test]
+async fn read_only_mounts_refuse_writes() {
+    let Some(runtime) = docker_runtime("read_only_mounts_refuse_writes").await else {
+        return;
+    };
+    let volume = TestVolume::new();
+    let node = TestNode::new();
+    let host_dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::write(host_dir.path().join("in.txt"), "readable").expect("write on the host");
+
+    let mut spec = script(
+        &node,
+        r#"test "$(cat /host/in.txt)" = readable || exit 3
+           touch /host/written 2>/dev/null && exit 4
+           touch /vol/written 2>/dev/null && exit 5
+           exit 0"#,
+    );
+    spec.volumes = vec![volume.mount("/vol", true), bind(&host_dir, "/host", true)];
+    let (_, exit_code) = run_to_exit(&runtime, &spec).await;
+    assert_eq!(exit_code, Some(0), "3: bind unreadable, 4: bind writable, 5: volume writable");
+    assert!(!host_dir.path().join("written").exists());
+}
+
+#[tokio::test]
+async fn a_bind_mount_of_a_missing_host_path_fails_and_leaves_nothing() {
+    let Some(runtime) = docker_runtime("a_bind_mount_of_a_missing_host_path_fails_and_leaves_nothing").await else {
+        return;
+    };
+    let node = TestNode::new();
+    let missing = format!("/berth-test-missing-{}", uuid::Uuid::new_v4().simple());
+    let mut spec = sleeper(&node);
+    spec.volumes =
+        vec![VolumeMount { kind: VolumeKind::Bind, source: missing.clone(), target: "/data".into(), read_only: false }];
+    let err = runtime.create_and_start(&spec).await.expect_err("the host path does not exist");
+    assert!(err.to_string().contains(&missing), "the error names the path: {err}");
+    assert!(runtime.list(&node.id).await.expect("list").is_empty());
+    assert!(!std::path::Path::new(&missing).exists(), "the engine created the missing path");
+}
+
+/// The endpoint of container `id` on the network `network_name`: its
+/// network id and aliases.
+async fn endpoint(runtime: &DockerRuntime, id: &str, network_name: &str) -> (String, Vec<String>) {
+    let inspect = runtime.client().inspect_container(id, None).await.expect("inspect");
+    let networks = inspect.network_settings.and_then(|n| n.networks).unwrap_or_default();
+    let endpoint = networks.get(network_name).unwrap_or_else(|| panic!("{id} is not on {network_name}: {networks:?}"));
+    (endpoint.network_id.clone().unwrap_or_default(), endpoint.aliases.clone().unwrap_or_default())
+}
+
+#[tokio::test]
+async fn stack_containers_reach_each_other_by_service_name() {
+    let Some(runtime) = docker_runtime("stack_containers_reach_each_other_by_service_name").await else {
+        return;
+    };
+    let stack = TestStack::new();
+    let node = TestNode::new();
+    let web = stack.task(&node, "web", &["httpd", "-f", "-p", "80", "-h", "/var/www"]);
+    let web_id = runtime.create_and_start(&web).await.expect("start web");
+
+    // The first request waits for httpd; the others must then work at once.
+    let check = format!(
+        r#"get() {{ wget -q -O- "http://$1/index.html" 2>/dev/null | grep -q "berth test image"; }}
+           i=0
+           until get web; do i=$((i+1)); [ $i -lt 100 ] || exit 3; sleep 0.1; done
+           get {stack}_web || exit 4
+           get frontend || exit 5
+           nslookup web >/dev/null || exit 6"#,
+        stack = stack.name
+    );
+    let mut client = stack.task(&node, "client", &["sh", "-c", &check]);
+    if let Some(network) = client.network.as_mut() {
+        network.links.push(ServiceLink { service: format!("{}_web", stack.name), alias: "frontend".into() });
+    }
+    let (client_id, exit_code) = run_to_exit(&runtime, &client).await;
+    assert_eq!(
+        exit_code,
+        Some(0),
+        "3: web unreachable by short name, 4: by full name, 5: by link alias, 6: nslookup failed"
+    );
+
+    let network_name = stack_network_name(&stack.name);
+    let network = runtime.client().inspect_network(&network_name, None).await.expect("the stack network exists");
+    assert_eq!(network.driver.as_deref(), Some("bridge"));
+    assert_eq!(network.labels.unwrap_or_default().get(LABEL_STACK), Some(&stack.name));
+    let (web_network, web_aliases) = endpoint(&runtime, &web_id, &network_name).await;
+    assert_eq!(Some(web_network.clone()), network.id);
+    assert!(web_aliases.contains(&"web".to_string()), "{web_aliases:?}");
+    assert!(web_aliases.contains(&format!("{}_web", stack.name)), "{web_aliases:?}");
+    let (client_network, _) = endpoint(&runtime, &client_id, &network_name).await;
+    assert_eq!(client_network, web_network);
+}
+
+#[tokio::test]
+async fn a_standalone_container_stays_on_the_default_network() {
+    let Some(runtime) = docker_runtime("a_standalone_container_stays_on_the_default_network").await else {
+        return;
+    };
+    let node = TestNode::new();
+    let id = runtime.create_and_start(&sleeper(&node)).await.expect("create and start");
+    let inspect = runtime.client().inspect_container(&id, None).await.expect("inspect");
+    let networks = inspect.network_settings.and_then(|n| n.networks).unwrap_or_default();
+    assert_eq!(networks.keys().collect::<Vec<_>>(), vec!["bridge"]);
+}
+
+/// On engines before API 1.44 (Docker 20.10) the two runtimes usually both
+/// create the network here; the duplicate must be gone by the time every
+/// container has started.
+#[tokio::test]
+async fn agents_racing_to_create_a_stack_network_end_up_sharing_one() {
+    let Some(first) = docker_runtime("agents_racing_to_create_a_stack_network_end_up_sharing_one").await else {
+        return;
+    };
+    // A second client, as a second agent on the same engine would have.
+    let second = DockerRuntime::connect(DockerRuntimeConfig::default()).await.expect("second client");
+    let stack = TestStack::new();
+    let (node_a, node_b) = (TestNode::new(), TestNode::new());
+    let mut starts = Vec::new();
+    for (runtime, node) in [(&first, &node_a), (&second, &node_b)] {
+        for i in 0..RACING_CONTAINERS_PER_AGENT {
+            let spec = stack.task(node, &format!("s{i}"), &["sleep", "300"]);
+            starts.push(async move { (runtime.create_and_start(&spec).await, spec.name) });
+        }
+    }
+    let started = futures::future::join_all(starts).await;
+
+    let networks = stack.network_ids();
+    assert_eq!(networks.len(), 1, "one network for the stack: {networks:?}");
+    let network_name = stack_network_name(&stack.name);
+    for (result, name) in started {
+        let id = result.unwrap_or_else(|e| panic!("{name} did not start: {e}"));
+        let (network_id, _) = endpoint(&first, &id, &network_name).await;
+        assert_eq!(network_id, networks[0], "{name} is on another network");
+    }
+}
+
+#[tokio::test]
+async fn the_stack_network_goes_with_the_stacks_last_container() {
+    let Some(runtime) = docker_runtime("the_stack_network_goes_with_the_stacks_last_container").await else {
+        return;
+    };
+    let stack = TestStack::new();
+    let node = TestNode::new();
+    let first = runtime.create_and_start(&stack.task(&node, "a", &["sleep", "300"])).await.expect("start a");
+    let second = runtime.create_and_start(&stack.task(&node, "b", &["sleep", "300"])).await.expect("start b");
+    // Stopped, it no longer has an endpoint on the network, but still names it.
+    runtime.stop(&second, Duration::from_millis(100)).await.expect("stop b");
+    assert_eq!(stack.network_ids().len(), 1);
+
+    runtime.remove(&first).await.expect("remove a");
+    assert_eq!(stack.network_ids().len(), 1, "removed while a stopped container still names it");
+    runtime.remove(&second).await.expect("remove b");
+    assert_eq!(stack.network_ids(), Vec::<String>::new(), "the stack's last container is gone");
+
+    // The next task of the stack brings the network back.
+    runtime.create_and_start(&stack.task(&node, "c", &["sleep", "300"])).await.expect("start c");
+    assert_eq!(stack.network_ids().len(), 1);
+}
+
+impl TestStack {
+    /// Creates a network of the stack's name and label behind the runtime's
+    /// back, as a racing agent would; `None` when the engine refuses a
+    /// second network of one name (API 1.44 and later).
+    async fn create_network_directly(&self, runtime: &DockerRuntime) -> Option<String> {
+        let request = bollard::models::NetworkCreateRequest {
+            name: stack_network_name(&self.name),
+            driver: Some("bridge".into()),
+            labels: Some([(LABEL_STACK.to_string(), self.name.clone())].into()),
+            ..Default::default()
+        };
+        match runtime.client().create_network(request).await {
+            Ok(created) => Some(created.id),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => None,
+            Err(e) => panic!("cannot create a network: {e}"),
+        }
+    }
+
+    /// Runs a container of the stack outside berth on network `network_id`.
+    fn occupy(&self, network_id: &str) {
+        let label = format!("{LABEL_STACK}={}", self.name);
+        let output = Command::new("docker")
+            .args(["run", "-d", "--network", network_id, "--label", &label, TEST_IMAGE, "sleep", "300"])
+            .output()
+            .expect("docker run");
+        assert!(output.status.success(), "docker run: {}", String::from_utf8_lossy(&output.stderr));
+    }
+}
+
+/// Attempts at drawing a network id in the upper half of the id space, and
+/// then a duplicate whose id sorts before it; each draw succeeds with
+/// probability 1/2 or more.
+const NETWORK_ID_DRAWS: usize = 32;
+
+#[tokio::test]
+async fn duplicate_stack_networks_are_brought_back_to_the_one_in_use() {
+    let Some(runtime) = docker_runtime("duplicate_stack_networks_are_brought_back_to_the_one_in_use").await else {
+        return;
+    };
+    let stack = TestStack::new();
+    let node = TestNode::new();
+    let mut in_use = None;
+    for _ in 0..NETWORK_ID_DRAWS {
+        let id = stack.create_network_directly(&runtime).await.expect("no network yet");
+        if id.as_str() >= "8" {
+            in_use = Some(id);
+            break;
+        }
+        runtime.client().remove_network(&id).await.expect("remove the draw");
+    }
+    let in_use = in_use.unwrap_or_else(|| panic!("no network id from 8 up in {NETWORK_ID_DRAWS} draws"));
+    // Occupied while it is the only one: with two of one name, the engine
+    // cannot start a container on either.
+    stack.occupy(&in_use);
+    // A duplicate with a smaller id, so that keeping the smallest id would
+    // be wrong.
+    let mut drawn = false;
+    for _ in 0..NETWORK_ID_DRAWS {
+        let Some(duplicate) = stack.create_network_directly(&runtime).await else {
+            eprintln!("this engine keeps network names unique; nothing to bring back to one");
+            return;
+        };
+        if duplicate < in_use {
+            drawn = true;
+            break;
+        }
+        runtime.client().remove_network(&duplicate).await.expect("remove the draw");
+    }
+    assert!(drawn, "no duplicate id sorted before {in_use} in {NETWORK_ID_DRAWS} draws");
+    assert_eq!(stack.network_ids().len(), 2);
+
+    let id = runtime.create_and_start(&stack.task(&node, "web", &["sleep", "300"])).await.expect("start");
+    assert_eq!(stack.network_ids(), vec![in_use.clone()]);
+    let (network_id, _) = endpoint(&runtime, &id, &stack_network_name(&stack.name)).await;
+    assert_eq!(network_id, in_use);
 }

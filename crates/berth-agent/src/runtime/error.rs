@@ -26,6 +26,14 @@ pub enum RuntimeError {
     #[error("invalid {field}: {reason}")]
     SpecRejected { field: &'static str, reason: String },
 
+    /// Several networks carry a stack network's name and berth could not
+    /// bring them down to one, because more than one has containers.
+    #[error(
+        "{count} networks named '{name}' exist on this node and more than one is in use; \
+         disconnect the containers from all but one and remove the others (docker network rm)"
+    )]
+    NetworkUnsettled { name: String, count: usize },
+
     #[error("cannot reach the Docker Engine: {reason} (is dockerd running, and does DOCKER_HOST point at it?)")]
     EngineUnreachable { reason: String },
 

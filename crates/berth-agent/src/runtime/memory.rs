@@ -237,7 +237,7 @@ impl Runtime for MemoryRuntime {
 mod tests {
     use std::collections::BTreeMap;
 
-    use berth_core::{HealthCheck, Resources};
+    use berth_core::{HealthCheck, Resources, VolumeKind, VolumeMount};
 
     use super::*;
 
@@ -256,9 +256,12 @@ mod tests {
             entrypoint: vec![],
             env: vec![],
             ports: vec![],
+            expose: vec![],
             health: None,
             resources: Resources::default(),
             labels: BTreeMap::new(),
+            volumes: vec![],
+            network: None,
         }
     }
 
@@ -372,6 +375,26 @@ mod tests {
             rt.set_health(&id, health).expect("health");
         }
         assert!(matches!(next(&mut events).await, RuntimeEvent::StreamInterrupted { .. }));
+    }
+
+    #[tokio::test]
+    async fn volumes_and_the_stack_network_are_recorded_with_the_container() {
+        let rt = runtime();
+        let mut with_mounts = spec("n1", "t1");
+        with_mounts.volumes = vec![VolumeMount {
+            kind: VolumeKind::Named,
+            source: "data".into(),
+            target: "/data".into(),
+            read_only: true,
+        }];
+        with_mounts.network = Some(crate::runtime::StackNetwork {
+            stack: "shop".into(),
+            name: "berth-stack-shop".into(),
+            aliases: vec!["web".into(), "shop_web".into()],
+            links: vec![],
+        });
+        let id = rt.create_and_start(&with_mounts).await.expect("create");
+        assert_eq!(rt.spec_of(&id), Some(with_mounts));
     }
 
     #[tokio::test]

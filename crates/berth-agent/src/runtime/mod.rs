@@ -7,6 +7,29 @@
 //! instead of starting duplicates. The runtime never restarts a container
 //! itself (Docker's restart policy is "no"); replacing dead tasks is the
 //! orchestrator's decision.
+//!
+//! # Volumes and stack networks
+//!
+//! A task's named volumes are Docker volumes under exactly the name the
+//! spec gives (created by the engine on first use and kept after the
+//! container goes); its bind mounts mount a host path, which must exist.
+//! Either may be read-only.
+//!
+//! A task of a service in a stack joins the stack's user-defined bridge
+//! network, `berth-stack-<stack>` (labelled `berth.stack=<stack>`), created
+//! when missing. On it, the task is known by its service's short name
+//! (`web` for `shop_web`) and full name, so the containers of one stack on
+//! one node reach each other by service name through Docker's DNS; the
+//! tasks of one service share the names, and a lookup returns them all. A
+//! link with an alias of its own (`shop_db:database`) makes the alias
+//! resolve, in the linking container only, to the linked service: this
+//! works when the linked service is in the same stack, and resolves nothing
+//! otherwise. Tasks of standalone services stay on the engine's default
+//! network, where berth offers no discovery and ignores links, as before.
+//! Discovery does not cross nodes: a bridge network is local to its
+//! engine. The network is removed with the last container (running or
+//! not) that names it, never while one does; agents sharing an engine
+//! share the network.
 
 mod docker;
 mod error;
@@ -22,7 +45,7 @@ use futures::stream::BoxStream;
 pub use docker::{DockerRuntime, DockerRuntimeConfig};
 pub use error::RuntimeError;
 pub use memory::MemoryRuntime;
-pub use spec::ContainerSpec;
+pub use spec::{stack_network_name, ContainerSpec, StackNetwork};
 
 /// Label holding the id of the task a container runs.
 pub const LABEL_TASK: &str = "berth.task";
@@ -32,6 +55,10 @@ pub const LABEL_SERVICE: &str = "berth.service";
 pub const LABEL_NODE: &str = "berth.node";
 /// Label holding the task's slot number ("replica 3").
 pub const LABEL_SLOT: &str = "berth.slot";
+/// Label holding the stack of a stack's containers and networks.
+pub const LABEL_STACK: &str = "berth.stack";
+/// What a stack's network is named after: `berth-stack-<stack>`.
+pub const STACK_NETWORK_PREFIX: &str = "berth-stack-";
 
 /// One container of this node, as the engine reports it now.
 #[derive(Debug, Clone, PartialEq, Eq)]

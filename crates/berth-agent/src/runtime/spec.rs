@@ -1,12 +1,13 @@
 //! What the runtime needs to run one task: the task's service spec,
 //! flattened, with the name and labels that tie the container back to the
-//! task, its service and this node.
+//! task, its service and this node, its mounts, and the stack network it
+//! joins with the names it is known by there.
 
 use std::collections::BTreeMap;
 
-use berth_core::{EnvVar, HealthCheck, PortMapping, Resources, Task};
+use berth_core::{EnvVar, HealthCheck, PortMapping, Resources, ServiceLink, ServiceSpec, Task, VolumeMount};
 
-use super::{LABEL_NODE, LABEL_SERVICE, LABEL_SLOT, LABEL_TASK};
+use super::{LABEL_NODE, LABEL_SERVICE, LABEL_SLOT, LABEL_STACK, LABEL_TASK, STACK_NETWORK_PREFIX};
 
 /// How many characters of the task id go into a container name: enough to
 /// tell the tasks of one slot apart, short enough to read in `docker ps`.
@@ -29,13 +30,64 @@ pub struct ContainerSpec {
     pub entrypoint: Vec<String>,
     pub env: Vec<EnvVar>,
     pub ports: Vec<PortMapping>,
+    /// Container ports other containers reach without publishing them;
+    /// recorded as exposed (TCP), since a bridge network does not filter.
+    pub expose: Vec<u16>,
     pub health: Option<HealthCheck>,
     /// Zero fields mean no limit.
     pub resources: Resources,
     /// The service's labels plus berth's own (`berth.task`, `berth.service`,
-    /// `berth.node`, `berth.slot`), which win over a service label of the
-    /// same key.
+    /// `berth.node`, `berth.slot`, and `berth.stack` for a stack's service),
+    /// which win over a service label of the same key.
     pub labels: BTreeMap<String, String>,
+    /// Named volumes and bind mounts, as the service spec gives them: a
+    /// named volume is used under exactly its name (the compose reader has
+    /// already prefixed a stack's volumes with the stack name).
+    pub volumes: Vec<VolumeMount>,
+    /// The stack network the container joins; `None` for a standalone
+    /// service, which stays on the engine's default network.
+    pub network: Option<StackNetwork>,
+}
+
+/// The network one stack's containers share on a node, and how one
+/// container is known on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackNetwork {
+    pub stack: String,
+    /// `berth-stack-<stack>`.
+    pub name: String,
+    /// Names that resolve to this container (and to the other tasks of its
+    /// service) for every container on the network: the short service name
+    /// (`web` for `shop_web` in stack `shop`) and the full one.
+    pub aliases: Vec<String>,
+    /// Links with an alias of their own: in this container only, the alias
+    /// resolves to whatever the linked service's name resolves to on the
+    /// network.
+    pub links: Vec<ServiceLink>,
+}
+
+impl StackNetwork {
+    /// The network `spec`'s containers join; `None` for a standalone service.
+    pub fn for_service(spec: &ServiceSpec) -> Option<StackNetwork> {
+        if spec.stack.is_empty() {
+            return None;
+        }
+        let mut aliases = Vec::with_capacity(2);
+        let short = spec.name.strip_prefix(spec.stack.as_str()).and_then(|rest| rest.strip_prefix('_'));
+        if let Some(short) = short.filter(|s| !s.is_empty()) {
+            aliases.push(short.to_string());
+        }
+        aliases.push(spec.name.clone());
+        // Without an alias of its own, a link to a service of the same
+        // stack needs nothing: the service's names resolve already.
+        let links = spec.links.iter().filter(|l| !l.alias.is_empty() && l.alias != l.service).cloned().collect();
+        Some(StackNetwork { stack: spec.stack.clone(), name: stack_network_name(&spec.stack), aliases, links })
+    }
+}
+
+/// The engine network of `stack`: `berth-stack-<stack>`.
+pub fn stack_network_name(stack: &str) -> String {
+    format!("{STACK_NETWORK_PREFIX}{stack}")
 }
 
 impl ContainerSpec {
@@ -47,6 +99,12 @@ impl ContainerSpec {
         labels.insert(LABEL_SERVICE.to_string(), task.service_id.clone());
         labels.insert(LABEL_NODE.to_string(), node_id.to_string());
         labels.insert(LABEL_SLOT.to_string(), task.slot.to_string());
+        if spec.stack.is_empty() {
+            // Only berth may say which stack a container belongs to.
+            labels.remove(LABEL_STACK);
+        } else {
+            labels.insert(LABEL_STACK.to_string(), spec.stack.clone());
+        }
         ContainerSpec {
             task_id: task.id.clone(),
             service_id: task.service_id.clone(),
@@ -59,9 +117,12 @@ impl ContainerSpec {
             entrypoint: spec.entrypoint.clone(),
             env: spec.env.clone(),
             ports: spec.ports.clone(),
+            expose: spec.expose.clone(),
             health: spec.health.clone(),
             resources: spec.resources,
             labels,
+            volumes: spec.volumes.clone(),
+            network: StackNetwork::for_service(spec),
         }
     }
 }
@@ -79,7 +140,7 @@ pub fn container_name(service_name: &str, slot: u32, task_id: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use berth_core::{ServiceSpec, TaskState};
+    use berth_core::{TaskState, VolumeKind};
 
     use super::*;
 
@@ -142,6 +203,16 @@ mod tests {
         service.ports = vec!["8080:80".parse().expect("valid port")];
         service.health = Some(HealthCheck::new("true"));
         service.resources = Resources { millicpus: 500, memory_bytes: 64 << 20 };
+        service.expose = vec![8080, 9090];
+        service.volumes = vec![
+            VolumeMount {
+                kind: VolumeKind::Named,
+                source: "shop_data".into(),
+                target: "/data".into(),
+                read_only: false,
+            },
+            VolumeMount { kind: VolumeKind::Bind, source: "/srv/conf".into(), target: "/conf".into(), read_only: true },
+        ];
         let spec = ContainerSpec::from_task(&task(service.clone()), "n1");
         assert_eq!(spec.task_id, "0123456789abcdef");
         assert_eq!(spec.service_id, "svc-1");
@@ -154,5 +225,57 @@ mod tests {
         assert_eq!(spec.ports, service.ports);
         assert_eq!(spec.health, service.health);
         assert_eq!(spec.resources, service.resources);
+        assert_eq!(spec.expose, service.expose);
+        assert_eq!(spec.volumes, service.volumes);
+    }
+
+    fn in_stack(stack: &str, name: &str) -> ServiceSpec {
+        let mut service = ServiceSpec::new(name, "img");
+        service.stack = stack.into();
+        service
+    }
+
+    #[test]
+    fn a_standalone_service_joins_no_stack_network() {
+        let mut service = ServiceSpec::new("web", "img");
+        service.labels.insert(LABEL_STACK.into(), "spoofed".into());
+        let spec = ContainerSpec::from_task(&task(service), "n1");
+        assert_eq!(spec.network, None);
+        assert_eq!(spec.labels.get(LABEL_STACK), None, "only berth says which stack a container is in");
+    }
+
+    #[test]
+    fn a_stack_service_joins_its_stack_network_by_short_and_full_name() {
+        let spec = ContainerSpec::from_task(&task(in_stack("shop", "shop_web")), "n1");
+        assert_eq!(
+            spec.network,
+            Some(StackNetwork {
+                stack: "shop".into(),
+                name: "berth-stack-shop".into(),
+                aliases: vec!["web".into(), "shop_web".into()],
+                links: vec![],
+            })
+        );
+        assert_eq!(spec.labels.get(LABEL_STACK).map(String::as_str), Some("shop"));
+    }
+
+    #[test]
+    fn a_stack_service_named_without_the_stack_prefix_is_known_by_its_full_name() {
+        for name in ["web", "shopweb", "shop_"] {
+            let network = StackNetwork::for_service(&in_stack("shop", name)).expect("in a stack");
+            assert_eq!(network.aliases, vec![name.to_string()], "{name}");
+        }
+    }
+
+    #[test]
+    fn only_links_with_an_alias_of_their_own_become_network_links() {
+        let mut service = in_stack("shop", "shop_web");
+        service.links = vec![
+            ServiceLink { service: "shop_db".into(), alias: "database".into() },
+            ServiceLink { service: "shop_cache".into(), alias: String::new() },
+            ServiceLink { service: "shop_queue".into(), alias: "shop_queue".into() },
+        ];
+        let network = StackNetwork::for_service(&service).expect("in a stack");
+        assert_eq!(network.links, vec![ServiceLink { service: "shop_db".into(), alias: "database".into() }]);
     }
 }

@@ -6,14 +6,16 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use berth_core::Health;
+use berth_core::{Health, VolumeKind, VolumeMount};
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EventMessage, EventMessageTypeEnum,
-    HealthConfig, HealthStatusEnum, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings, EventMessage,
+    EventMessageTypeEnum, HealthConfig, HealthStatusEnum, HostConfig, Mount, MountType, NetworkCreateRequest,
+    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 
 use crate::runtime::{
-    ContainerInfo, ContainerSpec, RuntimeError, RuntimeEvent, LABEL_NODE, LABEL_SERVICE, LABEL_SLOT, LABEL_TASK,
+    ContainerInfo, ContainerSpec, RuntimeError, RuntimeEvent, StackNetwork, LABEL_NODE, LABEL_SERVICE, LABEL_SLOT,
+    LABEL_STACK, LABEL_TASK,
 };
 
 const NANOS_PER_MILLI: i64 = 1_000_000;
@@ -29,9 +31,14 @@ pub(super) const ACTION_DIE: &str = "die";
 pub(super) const ACTION_HEALTH_STATUS: &str = "health_status";
 pub(super) const ACTION_DESTROY: &str = "destroy";
 
+/// The driver of a stack network: one node's containers, one bridge.
+pub(super) const STACK_NETWORK_DRIVER: &str = "bridge";
+
 /// The create request for `spec`: berth's labels, a restart policy of "no"
 /// (berth replaces dead tasks itself), published ports bound on
-/// `publish_ip`, limits, and the health check run by the shell.
+/// `publish_ip`, exposed ports, mounts, limits, and the health check run by
+/// the shell. The container stays on the default network; [`join_network`]
+/// puts it on its stack's.
 pub(super) fn create_body(spec: &ContainerSpec, publish_ip: IpAddr) -> Result<ContainerCreateBody, RuntimeError> {
     let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     for port in &spec.ports {
@@ -46,7 +53,9 @@ pub(super) fn create_body(spec: &ContainerSpec, publish_ip: IpAddr) -> Result<Co
         }
     }
     let mut exposed_ports: Vec<String> = port_bindings.keys().cloned().collect();
+    exposed_ports.extend(spec.expose.iter().map(|port| format!("{port}/tcp")));
     exposed_ports.sort();
+    exposed_ports.dedup();
 
     let healthcheck = match &spec.health {
         None => None,
@@ -73,6 +82,7 @@ pub(super) fn create_body(spec: &ContainerSpec, publish_ip: IpAddr) -> Result<Co
         healthcheck,
         host_config: Some(HostConfig {
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+            mounts: (!spec.volumes.is_empty()).then(|| spec.volumes.iter().map(mount).collect()),
             nano_cpus: (nano_cpus > 0).then_some(nano_cpus),
             memory: (memory > 0).then_some(memory),
             restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None }),
@@ -80,6 +90,48 @@ pub(super) fn create_body(spec: &ContainerSpec, publish_ip: IpAddr) -> Result<Co
         }),
         ..Default::default()
     })
+}
+
+/// A named volume or a bind mount. Unlike the legacy `Binds`, a bind mount
+/// of a missing host path is refused rather than created empty, so a typo
+/// in a path fails the task instead of hiding behind an empty directory.
+fn mount(volume: &VolumeMount) -> Mount {
+    Mount {
+        typ: Some(match volume.kind {
+            VolumeKind::Named => MountType::VOLUME,
+            VolumeKind::Bind => MountType::BIND,
+        }),
+        source: Some(volume.source.clone()),
+        target: Some(volume.target.clone()),
+        read_only: Some(volume.read_only),
+        ..Default::default()
+    }
+}
+
+/// Puts the container on its stack's network, engine id `network_id`, with
+/// its aliases and links. The network is named by id because an engine
+/// older than API 1.44 may briefly hold two networks of the same name (see
+/// the `network` module), and a name would then be ambiguous.
+pub(super) fn join_network(body: &mut ContainerCreateBody, network: &StackNetwork, network_id: &str) {
+    let endpoint = EndpointSettings {
+        aliases: Some(network.aliases.clone()),
+        links: (!network.links.is_empty())
+            .then(|| network.links.iter().map(|l| format!("{}:{}", l.service, l.alias)).collect()),
+        ..Default::default()
+    };
+    body.host_config.get_or_insert_with(HostConfig::default).network_mode = Some(network_id.to_string());
+    body.networking_config =
+        Some(NetworkingConfig { endpoints_config: Some(HashMap::from([(network_id.to_string(), endpoint)])) });
+}
+
+/// The create request for a stack's network.
+pub(super) fn network_create_request(network: &StackNetwork) -> NetworkCreateRequest {
+    NetworkCreateRequest {
+        name: network.name.clone(),
+        driver: Some(STACK_NETWORK_DRIVER.to_string()),
+        labels: Some(HashMap::from([(LABEL_STACK.to_string(), network.stack.clone())])),
+        ..Default::default()
+    }
 }
 
 /// What `list` reports about one inspected container; `None` for a
@@ -184,7 +236,7 @@ mod tests {
     use std::collections::BTreeMap;
     use std::net::Ipv4Addr;
 
-    use berth_core::{EnvVar, HealthCheck, PortMapping, Protocol, Resources};
+    use berth_core::{EnvVar, HealthCheck, PortMapping, Protocol, Resources, ServiceLink};
     use bollard::models::{ContainerConfig, ContainerState, EventActor, HealthStatusEnum};
 
     use super::*;
@@ -202,9 +254,12 @@ mod tests {
             entrypoint: vec![],
             env: vec![],
             ports: vec![],
+            expose: vec![],
             health: None,
             resources: Resources::default(),
             labels: BTreeMap::from([(LABEL_TASK.to_string(), "task-1".to_string())]),
+            volumes: vec![],
+            network: None,
         }
     }
 
@@ -301,6 +356,95 @@ mod tests {
         assert_eq!(health.timeout, Some(1_000_000_000));
         assert_eq!(health.retries, Some(2));
         assert_eq!(health.start_period, Some(50_000_000));
+    }
+
+    #[test]
+    fn named_volumes_and_bind_mounts_become_mounts_with_their_access() {
+        let mut s = spec();
+        s.volumes = vec![
+            VolumeMount {
+                kind: VolumeKind::Named,
+                source: "shop_data".into(),
+                target: "/data".into(),
+                read_only: false,
+            },
+            VolumeMount { kind: VolumeKind::Bind, source: "/srv/conf".into(), target: "/conf".into(), read_only: true },
+        ];
+        let host = create_body(&s, any_ip()).expect("valid").host_config.expect("host config");
+        let mounts = host.mounts.expect("mounts");
+        let described: Vec<_> =
+            mounts.iter().map(|m| (m.typ, m.source.as_deref(), m.target.as_deref(), m.read_only)).collect();
+        assert_eq!(
+            described,
+            vec![
+                (Some(MountType::VOLUME), Some("shop_data"), Some("/data"), Some(false)),
+                (Some(MountType::BIND), Some("/srv/conf"), Some("/conf"), Some(true)),
+            ]
+        );
+        assert_eq!(host.binds, None, "legacy binds would create a missing host path");
+    }
+
+    #[test]
+    fn no_volumes_no_mounts() {
+        let host = create_body(&spec(), any_ip()).expect("valid").host_config.expect("host config");
+        assert_eq!(host.mounts, None);
+    }
+
+    #[test]
+    fn exposed_ports_are_tcp_and_merge_with_published_ones() {
+        let mut s = spec();
+        s.expose = vec![9000, 80];
+        s.ports = vec![PortMapping { host_port: 8080, container_port: 80, protocol: Protocol::Tcp }];
+        let body = create_body(&s, any_ip()).expect("valid");
+        assert_eq!(body.exposed_ports, Some(vec!["80/tcp".to_string(), "9000/tcp".to_string()]));
+        let bindings = body.host_config.and_then(|h| h.port_bindings).expect("bindings");
+        assert_eq!(bindings.len(), 1, "exposing publishes nothing: {bindings:?}");
+    }
+
+    fn stack_network() -> StackNetwork {
+        StackNetwork {
+            stack: "shop".into(),
+            name: "berth-stack-shop".into(),
+            aliases: vec!["web".into(), "shop_web".into()],
+            links: vec![ServiceLink { service: "shop_db".into(), alias: "database".into() }],
+        }
+    }
+
+    #[test]
+    fn a_container_without_a_stack_network_keeps_the_default_network() {
+        let body = create_body(&spec(), any_ip()).expect("valid");
+        assert_eq!(body.networking_config, None);
+        assert_eq!(body.host_config.and_then(|h| h.network_mode), None);
+    }
+
+    #[test]
+    fn joining_a_stack_network_names_it_by_id_with_aliases_and_links() {
+        let mut body = create_body(&spec(), any_ip()).expect("valid");
+        join_network(&mut body, &stack_network(), "net-id-1");
+        assert_eq!(body.host_config.as_ref().and_then(|h| h.network_mode.as_deref()), Some("net-id-1"));
+        let endpoints = body.networking_config.and_then(|n| n.endpoints_config).expect("endpoints");
+        assert_eq!(endpoints.keys().collect::<Vec<_>>(), vec!["net-id-1"]);
+        let endpoint = &endpoints["net-id-1"];
+        assert_eq!(endpoint.aliases, Some(vec!["web".to_string(), "shop_web".to_string()]));
+        assert_eq!(endpoint.links, Some(vec!["shop_db:database".to_string()]));
+    }
+
+    #[test]
+    fn joining_without_links_sets_no_links() {
+        let mut network = stack_network();
+        network.links.clear();
+        let mut body = create_body(&spec(), any_ip()).expect("valid");
+        join_network(&mut body, &network, "net-id-1");
+        let endpoints = body.networking_config.and_then(|n| n.endpoints_config).expect("endpoints");
+        assert_eq!(endpoints["net-id-1"].links, None);
+    }
+
+    #[test]
+    fn a_stack_network_is_a_bridge_labelled_with_its_stack() {
+        let request = network_create_request(&stack_network());
+        assert_eq!(request.name, "berth-stack-shop");
+        assert_eq!(request.driver.as_deref(), Some("bridge"));
+        assert_eq!(request.labels, Some(HashMap::from([(LABEL_STACK.to_string(), "shop".to_string())])));
     }
 
     fn event(action: &str, attributes: &[(&str, &str)]) -> EventMessage {

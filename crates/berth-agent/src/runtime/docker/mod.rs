@@ -6,9 +6,14 @@
 //! pull would hide which image actually runs. Containers are created with
 //! Docker's restart policy "no", because restarting is the orchestrator's
 //! decision, made with the cluster's restart policy and back-off.
+//!
+//! A stack's task joins the stack's network (the `network` module says how
+//! the network is created, shared with other agents on the same engine,
+//! and removed when the stack's last container is).
 
 mod convert;
 mod events;
+mod network;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -23,8 +28,10 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures::StreamExt;
 
+use self::network::StackNetworks;
 use super::{
-    ContainerInfo, ContainerSpec, ImageEventStream, Runtime, RuntimeError, RuntimeEventStream, LABEL_NODE, LABEL_TASK,
+    ContainerInfo, ContainerSpec, ImageEventStream, Runtime, RuntimeError, RuntimeEventStream, StackNetwork,
+    LABEL_NODE, LABEL_STACK, LABEL_TASK,
 };
 
 /// Containers inspected at once while listing.
@@ -32,8 +39,12 @@ pub const LIST_INSPECT_CONCURRENCY: usize = 8;
 /// Extra time a stop request may take beyond the grace period before the
 /// client gives up on the engine.
 pub const STOP_REQUEST_MARGIN_MS: u64 = 10_000;
+/// Attempts at creating and starting a stack's container while its network
+/// changes under it (removed, or briefly duplicated, by another agent).
+pub const MAX_NETWORK_ATTEMPTS: usize = 5;
 const MILLICPUS_PER_CPU: u64 = 1_000;
 
+const HTTP_FORBIDDEN: u16 = 403;
 const HTTP_NOT_FOUND: u16 = 404;
 const HTTP_CONFLICT: u16 = 409;
 
@@ -56,6 +67,7 @@ impl Default for DockerRuntimeConfig {
 pub struct DockerRuntime {
     docker: Docker,
     config: DockerRuntimeConfig,
+    networks: StackNetworks,
 }
 
 impl DockerRuntime {
@@ -67,12 +79,12 @@ impl DockerRuntime {
             .negotiate_version()
             .await
             .map_err(|e| engine_error("negotiate the API version", e))?;
-        Ok(DockerRuntime { docker, config })
+        Ok(DockerRuntime::with_client(docker, config))
     }
 
     /// Wraps a client the caller has already connected and negotiated.
     pub fn with_client(docker: Docker, config: DockerRuntimeConfig) -> Self {
-        DockerRuntime { docker, config }
+        DockerRuntime { networks: StackNetworks::new(docker.clone()), docker, config }
     }
 
     /// The underlying client, for what the trait does not cover (tests use
@@ -92,32 +104,26 @@ impl DockerRuntime {
         self.docker.remove_container(container_id, Some(options)).await
     }
 
-    async fn inspect_info(&self, container_id: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
-        match self.docker.inspect_container(container_id, None).await {
-            Ok(inspect) => Ok(convert::container_info(&inspect)),
-            // Removed between the list and the inspect.
-            Err(e) if status_of(&e) == Some(HTTP_NOT_FOUND) => Ok(None),
-            Err(e) => Err(engine_error("inspect a container", e)),
-        }
-    }
-}
-
-#[async_trait]
-impl Runtime for DockerRuntime {
-    async fn create_and_start(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
-        let image_missing = || RuntimeError::ImageNotFound { image: spec.image.clone() };
-        // Checked first so a missing image never leaves anything behind.
-        match self.docker.inspect_image(&spec.image).await {
-            Ok(_) => {}
-            Err(e) if status_of(&e) == Some(HTTP_NOT_FOUND) => return Err(image_missing()),
-            Err(e) => return Err(engine_error("inspect an image", e)),
-        }
-        let body = convert::create_body(spec, self.config.publish_ip)?;
+    /// Creates the container `body` describes and starts it; a container
+    /// that fails to start is removed again.
+    async fn create_and_start_body(
+        &self,
+        spec: &ContainerSpec,
+        body: bollard::models::ContainerCreateBody,
+    ) -> Result<String, RuntimeError> {
         let options = CreateContainerOptionsBuilder::new().name(&spec.name).build();
         let created = match self.docker.create_container(Some(options), body).await {
             Ok(created) => created,
-            // The image went away since the check above.
-            Err(e) if status_of(&e) == Some(HTTP_NOT_FOUND) => return Err(image_missing()),
+            // The network went away since it was looked up.
+            Err(e)
+                if status_of(&e) == Some(HTTP_NOT_FOUND) && spec.network.is_some() && refusal_mentions_network(&e) =>
+            {
+                return Err(engine_error("create a container", e))
+            }
+            // The image went away since it was checked.
+            Err(e) if status_of(&e) == Some(HTTP_NOT_FOUND) => {
+                return Err(RuntimeError::ImageNotFound { image: spec.image.clone() })
+            }
             Err(e) if status_of(&e) == Some(HTTP_CONFLICT) => {
                 return Err(RuntimeError::NameInUse { name: spec.name.clone() })
             }
@@ -141,6 +147,66 @@ impl Runtime for DockerRuntime {
         Ok(created.id)
     }
 
+    /// The stack a container belongs to, by its label; `None` for a
+    /// standalone service's container, or one that cannot be inspected.
+    async fn stack_of(&self, container_id: &str) -> Option<String> {
+        let inspect = self.docker.inspect_container(container_id, None).await.ok()?;
+        inspect.config?.labels?.remove(LABEL_STACK).filter(|s| !s.is_empty())
+    }
+
+    async fn inspect_info(&self, container_id: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
+        match self.docker.inspect_container(container_id, None).await {
+            Ok(inspect) => Ok(convert::container_info(&inspect)),
+            // Removed between the list and the inspect.
+            Err(e) if status_of(&e) == Some(HTTP_NOT_FOUND) => Ok(None),
+            Err(e) => Err(engine_error("inspect a container", e)),
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    async fn create_and_start(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        // Checked first so a missing image never leaves anything behind.
+        match self.docker.inspect_image(&spec.image).await {
+            Ok(_) => {}
+            Err(e) if status_of(&e) == Some(HTTP_NOT_FOUND) => {
+                return Err(RuntimeError::ImageNotFound { image: spec.image.clone() })
+            }
+            Err(e) => return Err(engine_error("inspect an image", e)),
+        }
+        let body = convert::create_body(spec, self.config.publish_ip)?;
+        let Some(network) = &spec.network else {
+            return self.create_and_start_body(spec, body).await;
+        };
+        let _starting = self.networks.starting().await;
+        let mut attempt = 1;
+        loop {
+            let network_id = self.networks.ensure(network).await?;
+            let mut joined = body.clone();
+            convert::join_network(&mut joined, network, &network_id);
+            match self.create_and_start_body(spec, joined).await {
+                Err(error)
+                    if attempt < MAX_NETWORK_ATTEMPTS
+                        && !matches!(
+                            error,
+                            RuntimeError::NameInUse { .. } | RuntimeError::EngineUnreachable { .. }
+                        )
+                        && (mentions_network(&error, network, &network_id)
+                            || matches!(self.networks.is_settled_on(network, &network_id).await, Ok(false))) =>
+                {
+                    tracing::info!(
+                        network = %network.name,
+                        %error,
+                        "the stack network changed while the container was starting; starting over"
+                    );
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
     async fn stop(&self, container_id: &str, grace: Duration) -> Result<(), RuntimeError> {
         // The API takes whole seconds; round up so the container gets at
         // least the grace it was promised.
@@ -160,8 +226,16 @@ impl Runtime for DockerRuntime {
     }
 
     async fn remove(&self, container_id: &str) -> Result<(), RuntimeError> {
+        // Read while the container still exists: its stack's network may be
+        // unused once it is gone.
+        let stack = self.stack_of(container_id).await;
         match self.force_remove(container_id).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let Some(stack) = stack {
+                    self.networks.remove_if_unused(&stack).await;
+                }
+                Ok(())
+            }
             // Already gone, or already being removed by an earlier call.
             Err(e) if matches!(status_of(&e), Some(HTTP_NOT_FOUND | HTTP_CONFLICT)) => Ok(()),
             Err(e) => Err(engine_error("remove a container", e)),
@@ -220,6 +294,19 @@ fn status_of(error: &bollard::errors::Error) -> Option<u16> {
         bollard::errors::Error::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
     }
+}
+
+/// Whether a failure names the stack network: it was ambiguous (a
+/// duplicate existed for a moment) or gone when the container started,
+/// even if it is settled again by now.
+fn mentions_network(error: &RuntimeError, network: &StackNetwork, network_id: &str) -> bool {
+    let text = error.to_string();
+    text.contains(&network.name) || text.contains(network_id)
+}
+
+/// Whether an engine refusal is about a network rather than an image.
+fn refusal_mentions_network(error: &bollard::errors::Error) -> bool {
+    matches!(error, bollard::errors::Error::DockerResponseServerError { message, .. } if message.contains("network"))
 }
 
 /// A refusal by the engine, or the engine not being there at all.

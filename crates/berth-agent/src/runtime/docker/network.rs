@@ -1,0 +1,221 @@
+//! Stack networks on one Docker Engine: found or created when a stack's
+//! task starts, brought back to one when agents raced to create it, and
+//! removed once no container names it any more.
+//!
+//! Engines before API 1.44 (Docker 20.10 among them) do not keep network
+//! names unique: two agents sharing an engine that both find a stack's
+//! network missing both create one, and both succeed, even with
+//! `CheckDuplicate`. So berth attaches containers by network id, and
+//! whoever finds several berth networks of one name keeps one of them —
+//! one with containers if there is one, else the smallest id, so agents
+//! that see the same networks keep the same one — and removes the others,
+//! which the engine refuses for a network that is in use. Newer engines
+//! answer the second creation with a conflict, which counts as success.
+//!
+//! A network can vanish under a container that was created on it but not
+//! started yet (another agent removed it as a duplicate, or as unused), and
+//! a start fails while a name is ambiguous. `DockerRuntime::create_and_start`
+//! therefore starts over on whatever network is left when the network
+//! changed during a failed attempt, a bounded number of times. Within one
+//! runtime, a lock keeps the removal of an unused network from running
+//! while a stack's container is being started.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
+use bollard::Docker;
+use tokio::sync::{Mutex, RwLock, RwLockReadGuard};
+
+use super::{convert, engine_error, status_of, HTTP_CONFLICT, HTTP_FORBIDDEN, HTTP_NOT_FOUND};
+use crate::runtime::{stack_network_name, RuntimeError, StackNetwork, LABEL_STACK};
+
+/// Rounds of "list, then create or remove duplicates" before giving up on
+/// bringing a stack's networks down to one.
+pub const MAX_NETWORK_SETTLE_ROUNDS: usize = 5;
+
+/// One engine network of a stack's name, as far as choosing a keeper goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Candidate {
+    pub id: String,
+    /// Some container has an endpoint on it.
+    pub in_use: bool,
+}
+
+/// The network to keep among several of one name: the first in use, else
+/// the first, by id.
+pub(super) fn keeper(candidates: &[Candidate]) -> Option<&Candidate> {
+    candidates
+        .iter()
+        .filter(|c| c.in_use)
+        .min_by(|a, b| a.id.cmp(&b.id))
+        .or_else(|| candidates.iter().min_by(|a, b| a.id.cmp(&b.id)))
+}
+
+/// The stack networks of one engine. Cheap to clone; clones share their
+/// locks.
+#[derive(Debug, Clone)]
+pub(super) struct StackNetworks {
+    docker: Docker,
+    /// One creation at a time from this runtime, so its own tasks never
+    /// race each other into duplicates.
+    creating: Arc<Mutex<()>>,
+    /// Read while a stack's container is created and started; written
+    /// while an unused network is removed.
+    starting: Arc<RwLock<()>>,
+}
+
+impl StackNetworks {
+    pub(super) fn new(docker: Docker) -> Self {
+        StackNetworks { docker, creating: Arc::new(Mutex::new(())), starting: Arc::new(RwLock::new(())) }
+    }
+
+    /// Hold while creating and starting a container of a stack: this
+    /// runtime removes no unused network meanwhile.
+    pub(super) async fn starting(&self) -> RwLockReadGuard<'_, ()> {
+        self.starting.read().await
+    }
+
+    /// The id of `network`, created if missing and brought down to one
+    /// network if agents raced to create it.
+    pub(super) async fn ensure(&self, network: &StackNetwork) -> Result<String, RuntimeError> {
+        let _creating = self.creating.lock().await;
+        let mut count = 0;
+        for _ in 0..MAX_NETWORK_SETTLE_ROUNDS {
+            let mut found = self.find(network).await?;
+            count = found.len();
+            match count {
+                0 => self.create(network).await?,
+                1 => return Ok(found.remove(0)),
+                _ => self.remove_duplicates(network, found).await?,
+            }
+        }
+        Err(RuntimeError::NetworkUnsettled { name: network.name.clone(), count })
+    }
+
+    /// Whether `network` is still exactly the one network `id`.
+    pub(super) async fn is_settled_on(&self, network: &StackNetwork, id: &str) -> Result<bool, RuntimeError> {
+        Ok(self.find(network).await? == [id])
+    }
+
+    /// Removes `stack`'s network if no container, in any state, names it.
+    /// Best effort: a network that cannot be removed stays, and is reused.
+    pub(super) async fn remove_if_unused(&self, stack: &str) {
+        let _removing = self.starting.write().await;
+        let name = stack_network_name(stack);
+        // A container created on the network but never started has no
+        // endpoint yet, so the network's own container list misses it; the
+        // container filter by network name does not.
+        let filters = HashMap::from([("network", vec![name.clone()])]);
+        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        match self.docker.list_containers(Some(options)).await {
+            Ok(containers) if containers.is_empty() => {}
+            Ok(_) => return,
+            Err(error) => {
+                tracing::warn!(network = %name, %error, "cannot tell whether a stack network is unused; keeping it");
+                return;
+            }
+        }
+        let network = StackNetwork { stack: stack.to_string(), name, aliases: Vec::new(), links: Vec::new() };
+        let ids = match self.find(&network).await {
+            Ok(ids) => ids,
+            Err(error) => {
+                tracing::warn!(network = %network.name, %error, "cannot list a stack network; keeping it");
+                return;
+            }
+        };
+        for id in ids {
+            self.remove_quietly(&network.name, &id).await;
+        }
+    }
+
+    /// The ids of berth's networks named `network.name`, sorted.
+    async fn find(&self, network: &StackNetwork) -> Result<Vec<String>, RuntimeError> {
+        // The engine's name filter matches substrings: compared exactly below.
+        let filters = HashMap::from([
+            ("name", vec![network.name.clone()]),
+            ("label", vec![format!("{LABEL_STACK}={}", network.stack)]),
+        ]);
+        let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
+        let listed = self.docker.list_networks(Some(options)).await.map_err(|e| engine_error("list networks", e))?;
+        let mut ids: Vec<String> = listed
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(network.name.as_str()))
+            .filter_map(|n| n.id)
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    async fn create(&self, network: &StackNetwork) -> Result<(), RuntimeError> {
+        match self.docker.create_network(convert::network_create_request(network)).await {
+            Ok(created) => {
+                tracing::info!(network = %network.name, id = %created.id, "created a stack network");
+                Ok(())
+            }
+            // Another agent created it first (engines with API 1.44 or later).
+            Err(e) if status_of(&e) == Some(HTTP_CONFLICT) => Ok(()),
+            Err(e) => Err(engine_error("create a network", e)),
+        }
+    }
+
+    async fn remove_duplicates(&self, network: &StackNetwork, ids: Vec<String>) -> Result<(), RuntimeError> {
+        let mut candidates = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.docker.inspect_network(&id, None).await {
+                Ok(inspect) => {
+                    let in_use = inspect.containers.is_some_and(|c| !c.is_empty());
+                    candidates.push(Candidate { id, in_use });
+                }
+                // Removed since the list, by whoever else is deduplicating.
+                Err(e) if status_of(&e) == Some(HTTP_NOT_FOUND) => {}
+                Err(e) => return Err(engine_error("inspect a network", e)),
+            }
+        }
+        let Some(kept) = keeper(&candidates).map(|c| c.id.clone()) else {
+            return Ok(());
+        };
+        tracing::info!(network = %network.name, kept = %kept, count = candidates.len(), "removing duplicate stack networks");
+        for candidate in candidates.iter().filter(|c| c.id != kept && !c.in_use) {
+            self.remove_quietly(&network.name, &candidate.id).await;
+        }
+        Ok(())
+    }
+
+    /// Removes network `id`; one that is in use or already gone stays as it is.
+    async fn remove_quietly(&self, name: &str, id: &str) {
+        match self.docker.remove_network(id).await {
+            Ok(()) => tracing::info!(network = %name, id = %id, "removed a stack network"),
+            Err(e) if matches!(status_of(&e), Some(HTTP_FORBIDDEN | HTTP_NOT_FOUND | HTTP_CONFLICT)) => {
+                tracing::debug!(network = %name, id = %id, error = %e, "stack network not removed")
+            }
+            Err(e) => tracing::warn!(network = %name, id = %id, error = %e, "cannot remove a stack network"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(id: &str, in_use: bool) -> Candidate {
+        Candidate { id: id.into(), in_use }
+    }
+
+    #[test]
+    fn the_keeper_is_the_smallest_id_when_none_is_in_use() {
+        let candidates = [candidate("c", false), candidate("a", false), candidate("b", false)];
+        assert_eq!(keeper(&candidates).map(|c| c.id.as_str()), Some("a"));
+    }
+
+    #[test]
+    fn a_network_in_use_is_kept_over_smaller_ids() {
+        let candidates = [candidate("a", false), candidate("c", true), candidate("b", true)];
+        assert_eq!(keeper(&candidates).map(|c| c.id.as_str()), Some("b"));
+    }
+
+    #[test]
+    fn no_candidates_no_keeper() {
+        assert_eq!(keeper(&[]), None);
+    }
+}
