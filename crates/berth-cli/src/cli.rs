@@ -84,6 +84,10 @@ pub enum Command {
     /// Deploy, list and remove stacks: the services of a compose file.
     #[command(subcommand)]
     Stack(StackCommand),
+    /// Credentials for image registries: agents pull a task's image from its
+    /// registry with them when the image is not on the node.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
     /// Create, list and remove secrets: encrypted in the cluster, mounted
     /// read-only at /run/secrets/NAME in the tasks that use them.
     #[command(subcommand)]
@@ -399,6 +403,33 @@ pub struct StackDeployArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub wait: WaitArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Store credentials for HOST (e.g. registry.example.com:5000); replaces
+    /// earlier ones. The password is read from standard input.
+    Login {
+        host: String,
+        #[arg(long, short)]
+        username: String,
+        /// Read the password from standard input (the only way, so it never
+        /// shows in a process list or shell history).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// List registries with stored credentials (never the passwords).
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long, short, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Forget the credentials of registries.
+    #[command(alias = "remove", alias = "logout")]
+    Rm {
+        #[arg(required = true, value_name = "HOST")]
+        hosts: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -272,6 +272,27 @@ impl ClusterApi for Fake {
         Ok(Response::new(proto::ServiceReply { service: Some(service.clone()), index }))
     }
 
+    async fn registry_login(
+        &self,
+        _request: Request<proto::RegistryLoginRequest>,
+    ) -> Result<Response<proto::RegistryLoginReply>, Status> {
+        Err(Status::unimplemented("the fake has no registries"))
+    }
+
+    async fn list_registries(
+        &self,
+        _request: Request<proto::ListRegistriesRequest>,
+    ) -> Result<Response<proto::ListRegistriesReply>, Status> {
+        Err(Status::unimplemented("the fake has no registries"))
+    }
+
+    async fn remove_registry(
+        &self,
+        _request: Request<proto::RemoveRegistryRequest>,
+    ) -> Result<Response<proto::RemoveRegistryReply>, Status> {
+        Err(Status::unimplemented("the fake has no registries"))
+    }
+
     async fn create_secret(
         &self,
         _request: Request<proto::CreateSecretRequest>,

@@ -39,3 +39,57 @@ pub fn validate_secret(name: &str, size: usize) -> Result<(), CoreError> {
     }
     Ok(())
 }
+
+/// Credentials for one image registry, the password sealed like a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryAuth {
+    /// `registry.example.com:5000`, as images name it.
+    pub host: String,
+    pub username: String,
+    pub sealed_password: Vec<u8>,
+    pub created_at_ms: i64,
+}
+
+/// The registry an image reference names, if any: its first component,
+/// when that holds a '.' or a ':' or is `localhost` (as Docker reads it).
+pub fn registry_of(image: &str) -> Option<&str> {
+    let (first, rest) = image.split_once('/')?;
+    let is_host = first.contains('.') || first.contains(':') || first == "localhost";
+    (is_host && !rest.is_empty()).then_some(first)
+}
+
+pub fn validate_registry_host(host: &str) -> Result<(), CoreError> {
+    let valid = !host.is_empty()
+        && host.len() <= 255
+        && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    if !valid {
+        return Err(CoreError::invalid(
+            "host",
+            format!("'{host}' is not a registry host such as registry.example.com:5000"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_hosts_are_read_as_docker_reads_them() {
+        assert_eq!(registry_of("localhost:5000/web:1"), Some("localhost:5000"));
+        assert_eq!(registry_of("registry.example.com/team/web"), Some("registry.example.com"));
+        assert_eq!(registry_of("team/web:1"), None, "a Docker Hub namespace is no host");
+        assert_eq!(registry_of("busybox"), None);
+        assert!(validate_registry_host("127.0.0.1:5000").is_ok());
+        assert!(validate_registry_host("bad host").is_err());
+    }
+
+    #[test]
+    fn secrets_are_limited_to_500_kib() {
+        assert!(validate_secret("db-password", 10).is_ok());
+        assert!(validate_secret("db-password", MAX_SECRET_BYTES + 1).is_err());
+        assert!(validate_secret("db-password", 0).is_err());
+        assert!(validate_secret("Bad Name", 10).is_err());
+    }
+}

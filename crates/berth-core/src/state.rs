@@ -94,6 +94,15 @@ pub enum Command {
     RemoveSecret {
         name: String,
     },
+    /// Stores (or replaces) the credentials for one registry.
+    SetRegistryAuth {
+        host: String,
+        username: String,
+        sealed_password: Vec<u8>,
+    },
+    RemoveRegistryAuth {
+        host: String,
+    },
     /// `id` is drawn by the proposing manager; only the token's hash is stored.
     CreateTrigger {
         id: String,
@@ -272,6 +281,8 @@ pub struct ClusterState {
     triggers: BTreeMap<String, Trigger>,
     /// By name.
     secrets: BTreeMap<String, Secret>,
+    /// By registry host.
+    registries: BTreeMap<String, crate::secret::RegistryAuth>,
     requests: RequestLog,
 }
 
@@ -421,6 +432,15 @@ impl ClusterState {
         self.secrets.get(name)
     }
 
+    pub fn registries(&self) -> impl Iterator<Item = &crate::secret::RegistryAuth> {
+        self.registries.values()
+    }
+
+    /// The credentials for the registry `image` names, if any are stored.
+    pub fn registry_auth_for(&self, image: &str) -> Option<&crate::secret::RegistryAuth> {
+        crate::secret::registry_of(image).and_then(|host| self.registries.get(host))
+    }
+
     pub fn triggers(&self) -> impl Iterator<Item = &Trigger> {
         self.triggers.values()
     }
@@ -547,6 +567,20 @@ impl ClusterState {
                         crate::secret::MAX_SECRETS
                     )));
                 }
+                Ok(())
+            }
+            Command::SetRegistryAuth { host, username, sealed_password } => {
+                crate::secret::validate_registry_host(host)?;
+                if username.is_empty() || username.len() > 255 {
+                    return Err(CoreError::invalid("username", "must be 1 to 255 characters"));
+                }
+                if sealed_password.is_empty() {
+                    return Err(CoreError::invalid("password", "was not sealed"));
+                }
+                Ok(())
+            }
+            Command::RemoveRegistryAuth { host } => {
+                self.registries.get(host).ok_or_else(|| CoreError::not_found("registry", host))?;
                 Ok(())
             }
             Command::RemoveSecret { name } => {
@@ -832,6 +866,20 @@ impl ClusterState {
                 };
                 self.secrets.insert(name.clone(), secret.clone());
                 Outcome::Secret(Box::new(secret))
+            }
+            Command::SetRegistryAuth { host, username, sealed_password } => {
+                let auth = crate::secret::RegistryAuth {
+                    host: host.clone(),
+                    username: username.clone(),
+                    sealed_password: sealed_password.clone(),
+                    created_at_ms: now,
+                };
+                self.registries.insert(host.clone(), auth);
+                Outcome::Done
+            }
+            Command::RemoveRegistryAuth { host } => {
+                self.registries.remove(host);
+                Outcome::Done
             }
             Command::RemoveSecret { name } => match self.secrets.remove(name) {
                 Some(secret) => Outcome::SecretRemoved { id: secret.id },

@@ -258,6 +258,58 @@ impl ClusterApi for Api {
     }
 
     #[instrument(skip_all, fields(node = self.node.id))]
+    async fn registry_login(
+        &self,
+        request: Request<pb::RegistryLoginRequest>,
+    ) -> Result<Response<pb::RegistryLoginReply>, Status> {
+        let request = request.into_inner();
+        berth_core::secret::validate_registry_host(&request.host).map_err(invalid)?;
+        if request.password.is_empty() {
+            return Err(invalid(CoreError::invalid("password", "must not be empty")));
+        }
+        let key = crate::seal::DataKey::of(&self.node.identity).map_err(Status::from)?;
+        let command = Command::SetRegistryAuth {
+            host: request.host.clone(),
+            username: request.username.clone(),
+            sealed_password: key.seal(request.password.as_bytes()),
+        };
+        self.node.write(request_id_or_new(request.request_id), command).await?;
+        let registry =
+            pb::RegistryInfo { host: request.host, username: request.username, created_at_ms: crate::node::now_ms() };
+        Ok(Response::new(pb::RegistryLoginReply { registry: Some(registry) }))
+    }
+
+    async fn list_registries(
+        &self,
+        request: Request<pb::ListRegistriesRequest>,
+    ) -> Result<Response<pb::ListRegistriesReply>, Status> {
+        self.read_barrier(request.into_inner().consistency).await?;
+        let registries = self.node.view.read(|state, _| {
+            state
+                .registries()
+                .map(|r| pb::RegistryInfo {
+                    host: r.host.clone(),
+                    username: r.username.clone(),
+                    created_at_ms: r.created_at_ms,
+                })
+                .collect()
+        });
+        Ok(Response::new(pb::ListRegistriesReply { registries }))
+    }
+
+    #[instrument(skip_all, fields(node = self.node.id))]
+    async fn remove_registry(
+        &self,
+        request: Request<pb::RemoveRegistryRequest>,
+    ) -> Result<Response<pb::RemoveRegistryReply>, Status> {
+        let request = request.into_inner();
+        self.node
+            .write(request_id_or_new(request.request_id), Command::RemoveRegistryAuth { host: request.host })
+            .await?;
+        Ok(Response::new(pb::RemoveRegistryReply {}))
+    }
+
+    #[instrument(skip_all, fields(node = self.node.id))]
     async fn create_trigger(
         &self,
         request: Request<pb::CreateTriggerRequest>,

@@ -303,8 +303,28 @@ fn assignments_of(state: &berth_core::ClusterState, node_id: &str, key: Option<&
             state: t.state.to_string(),
             spec: Some(spec_to_proto(&t.spec)),
             secrets: if t.is_live() { opened_secrets(state, t, key) } else { Vec::new() },
+            registry: if t.is_live() { registry_credentials(state, t, key) } else { None },
         })
         .collect()
+}
+
+fn registry_credentials(
+    state: &berth_core::ClusterState,
+    task: &berth_core::Task,
+    key: Option<&DataKey>,
+) -> Option<pb::RegistryCredentials> {
+    let auth = state.registry_auth_for(&task.spec.image)?;
+    match key?.open(&auth.sealed_password) {
+        Ok(password) => Some(pb::RegistryCredentials {
+            host: auth.host.clone(),
+            username: auth.username.clone(),
+            password: String::from_utf8_lossy(&password).into_owned(),
+        }),
+        Err(e) => {
+            warn!(task = %task.id, registry = %auth.host, error = %e, "cannot open registry credentials");
+            None
+        }
+    }
 }
 
 fn opened_secrets(

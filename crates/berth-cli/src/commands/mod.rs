@@ -9,6 +9,7 @@ pub mod follow;
 pub mod manager;
 pub mod node;
 pub mod process;
+pub mod registry;
 pub mod secret;
 pub mod service;
 pub mod stack;
@@ -43,6 +44,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Stack(command) => {
             let mut client = Client::new(&cli.manager)?;
             stack::run(&mut client, command).await
+        }
+        Command::Registry(command) => {
+            let mut client = Client::new(&cli.manager)?;
+            registry::run(&mut client, command).await
         }
         Command::Secret(command) => {
             let mut client = Client::new(&cli.manager)?;
