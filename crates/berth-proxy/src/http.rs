@@ -103,7 +103,10 @@ pub(crate) async fn serve(listener: TcpListener, table: Arc<ArcSwap<LiveTable>>,
         let client = Arc::new(ClientConn { table: Arc::clone(&table), forwarded_for: forwarded_for(peer) });
         let connection = server
             .serve_connection(TokioIo::new(stream), service_fn(move |request| handle(Arc::clone(&client), request)));
-        let shutdown = shutdown.clone();
+        // A token of its own: waiting on a token locks its waiter list on
+        // every poll, and one token shared by every connection is a lock
+        // every request of every connection would contend on.
+        let shutdown = shutdown.child_token();
         tokio::spawn(async move {
             let _slot = slot;
             let mut connection = std::pin::pin!(connection);

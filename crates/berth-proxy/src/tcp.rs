@@ -70,7 +70,8 @@ pub(crate) async fn serve_port(
             },
         };
         let table = Arc::clone(&table);
-        let shutdown = shutdown.clone();
+        // Its own token, for the reason given in `http::serve`.
+        let shutdown = shutdown.child_token();
         tokio::spawn(async move {
             proxy_connection(port, client, peer, &table, &shutdown).await;
             drop(slot);
