@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::runtime::{ContainerInfo, ContainerSpec, Runtime, RuntimeError, RuntimeEvent};
+use crate::runtime::{ContainerInfo, ContainerSpec, RegistryLogin, Runtime, RuntimeError, RuntimeEvent, SecretFile};
 
 /// How long a stopping container gets before it is killed.
 pub const STOP_GRACE_MS: u64 = 3_000;
@@ -26,6 +26,14 @@ pub const STOP_GRACE_MS: u64 = 3_000;
 /// so every node's proxy (following the same change) takes it out of its
 /// routes first and no request is sent to a container on its way down.
 pub const DRAIN_MS: u64 = 300;
+
+/// What the leader sends beside a task for its start only, and the agent
+/// never stores: the content of its secrets, and registry credentials.
+#[derive(Debug, Clone, Default)]
+pub struct Delivered {
+    pub secrets: Vec<SecretFile>,
+    pub registry: Option<RegistryLogin>,
+}
 
 /// What the agent tells the leader about one task.
 #[derive(Debug, Clone, PartialEq)]
@@ -163,7 +171,18 @@ impl Executor {
 
     /// Brings the node in line with the leader's full list of its tasks.
     pub fn apply(&self, tasks: Vec<Task>) {
-        let wanted: BTreeMap<String, Task> = tasks.into_iter().map(|t| (t.id.clone(), t)).collect();
+        self.apply_assigned(tasks.into_iter().map(|task| (task, Delivered::default())).collect());
+    }
+
+    /// [`Executor::apply`], with what the leader delivers beside each task
+    /// (its secrets, registry credentials), used when the task starts.
+    pub fn apply_assigned(&self, tasks: Vec<(Task, Delivered)>) {
+        let mut delivered: HashMap<String, Delivered> = HashMap::new();
+        let mut wanted: BTreeMap<String, Task> = BTreeMap::new();
+        for (task, extras) in tasks {
+            delivered.insert(task.id.clone(), extras);
+            wanted.insert(task.id.clone(), task);
+        }
         let mut to_start = Vec::new();
         let mut to_stop = Vec::new();
         let mut to_remove = Vec::new();
@@ -180,7 +199,7 @@ impl Executor {
                 match (&tracked.container_id, should_run) {
                     (None, true) if !locally_ended => {
                         tracked.busy = true;
-                        to_start.push(task.clone());
+                        to_start.push((task.clone(), delivered.remove(task_id).unwrap_or_default()));
                     }
                     (Some(_), true) => {
                         // Adopted after a restart, or already reported: make
@@ -223,9 +242,9 @@ impl Executor {
                 self.outbox_ready.notify_one();
             }
         }
-        for task in to_start {
+        for (task, extras) in to_start {
             let executor = self.clone();
-            tokio::spawn(async move { executor.start_task(task).await }.instrument(tracing::Span::current()));
+            tokio::spawn(async move { executor.start_task(task, extras).await }.instrument(tracing::Span::current()));
         }
         for (task_id, container, remove, drain) in to_stop {
             let executor = self.clone();
@@ -242,13 +261,15 @@ impl Executor {
         }
     }
 
-    async fn start_task(&self, task: Task) {
+    async fn start_task(&self, task: Task, extras: Delivered) {
         let span = info_span!("task", task = %task.id, service = %task.service_name, slot = task.slot);
-        self.start_task_in_span(task).instrument(span).await
+        self.start_task_in_span(task, extras).instrument(span).await
     }
 
-    async fn start_task_in_span(&self, task: Task) {
-        let spec = ContainerSpec::from_task(&task, &self.node_id);
+    async fn start_task_in_span(&self, task: Task, extras: Delivered) {
+        let mut spec = ContainerSpec::from_task(&task, &self.node_id);
+        spec.secrets = extras.secrets;
+        spec.registry = extras.registry;
         let mut report = StatusReport {
             task_id: task.id.clone(),
             state: TaskState::Starting,
@@ -266,6 +287,14 @@ impl Executor {
                 report.state = TaskState::Running;
                 report.health = if task.spec.health.is_some() { Health::Starting } else { Health::None };
                 report.container_id = container_id.clone();
+                if !spec.balanced_ports.is_empty() {
+                    match self.runtime.endpoints(&container_id, &spec.balanced_ports).await {
+                        Ok(endpoints) => report.endpoints = endpoints,
+                        Err(error) => {
+                            warn!(%error, "cannot read the task's published ports; proxies will not reach it")
+                        }
+                    }
+                }
                 let (already_ended, still_wanted, remove) = {
                     let mut inner = self.inner.lock();
                     let tracked = inner.tasks.entry(task.id.clone()).or_default();
@@ -297,7 +326,7 @@ impl Executor {
             Err(error) => {
                 warn!(%error, "task could not start");
                 report.state = match error {
-                    RuntimeError::ImageNotFound { .. } => TaskState::Rejected,
+                    RuntimeError::ImageNotFound { .. } | RuntimeError::PullFailed { .. } => TaskState::Rejected,
                     _ => TaskState::Failed,
                 };
                 report.message = error.to_string();

@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::executor::{Executor, StatusReport};
-use crate::runtime::{ImageTagged, Runtime};
+use crate::executor::{Delivered, Executor, StatusReport};
+use crate::runtime::{ImageTagged, RegistryLogin, Runtime, SecretFile};
 use crate::AgentError;
 
 pub const CONNECT_TIMEOUT_MS: u64 = 500;
@@ -189,14 +189,17 @@ async fn session(
             };
             match message.body {
                 Some(pb::manager_message::Body::Assignments(assignments)) => {
-                    let tasks = assignments.tasks.into_iter().filter_map(|a| match task_from_assignment(a) {
-                        Ok(task) => Some(task),
-                        Err(e) => {
-                            warn!(error = %e, "ignoring an assignment that does not decode");
-                            None
+                    let tasks = assignments.tasks.into_iter().filter_map(|mut a| {
+                        let extras = delivered(&mut a);
+                        match task_from_assignment(a) {
+                            Ok(task) => Some((task, extras)),
+                            Err(e) => {
+                                warn!(error = %e, "ignoring an assignment that does not decode");
+                                None
+                            }
                         }
                     });
-                    exec.apply(tasks.collect());
+                    exec.apply_assigned(tasks.collect());
                 }
                 Some(pb::manager_message::Body::NotLeader(n)) => return SessionEnd::Redirect(n.leader_address),
                 Some(pb::manager_message::Body::Registered(_)) | None => {}
@@ -208,6 +211,31 @@ async fn session(
     ended.cancel();
     let _ = sender.await;
     Ok(result)
+}
+
+/// Takes the secrets and registry credentials out of an assignment.
+fn delivered(assignment: &mut pb::Assignment) -> Delivered {
+    let files: std::collections::HashMap<String, String> = assignment
+        .spec
+        .as_ref()
+        .map(|s| {
+            s.secrets
+                .iter()
+                .map(|r| (r.name.clone(), if r.target.is_empty() { r.name.clone() } else { r.target.clone() }))
+                .collect()
+        })
+        .unwrap_or_default();
+    Delivered {
+        secrets: std::mem::take(&mut assignment.secrets)
+            .into_iter()
+            .map(|s| SecretFile { file_name: files.get(&s.name).cloned().unwrap_or(s.name), data: s.data })
+            .collect(),
+        registry: assignment.registry.take().map(|r| RegistryLogin {
+            host: r.host,
+            username: r.username,
+            password: r.password,
+        }),
+    }
 }
 
 async fn send_reports(tx: &mpsc::Sender<pb::AgentMessage>, reports: Vec<StatusReport>) -> Result<(), AgentError> {

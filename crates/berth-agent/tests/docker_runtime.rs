@@ -406,7 +406,7 @@ fn http_get(port: u16) -> std::io::Result<String> {
 
 #[tokio::test]
 async fn published_port_reaches_the_container() {
-    let config = DockerRuntimeConfig { publish_ip: Ipv4Addr::LOCALHOST.into() };
+    let config = DockerRuntimeConfig { publish_ip: Ipv4Addr::LOCALHOST.into(), ..DockerRuntimeConfig::default() };
     let Some(runtime) = docker_runtime_with("published_port_reaches_the_container", config).await else {
         return;
     };

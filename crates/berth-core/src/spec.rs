@@ -296,6 +296,25 @@ impl ServiceSpec {
                 .any(|v| (v.name == "VIRTUAL_HOST" || v.name == "TCP_PORTS") && !v.value.trim().is_empty())
     }
 
+    /// The container ports node proxies reach this service's tasks on: the
+    /// HTTP port (the first `expose`d one, else 80) when it names virtual
+    /// hosts, and its `TCP_PORTS`. Agents publish them on free host ports.
+    pub fn balanced_ports(&self) -> Vec<u16> {
+        let env = |name: &str| self.env.iter().find(|v| v.name == name).map(|v| v.value.trim());
+        let mut ports = Vec::new();
+        if !self.virtual_hosts.is_empty() || env("VIRTUAL_HOST").is_some_and(|v| !v.is_empty()) {
+            ports.push(self.expose.first().copied().unwrap_or(80));
+        }
+        for port in env("TCP_PORTS").unwrap_or_default().split(',') {
+            if let Ok(port) = port.trim().parse::<u16>() {
+                if port > 0 && !ports.contains(&port) {
+                    ports.push(port);
+                }
+            }
+        }
+        ports
+    }
+
     pub fn replicas(&self) -> Option<u32> {
         match self.mode {
             ServiceMode::Replicated { replicas } => Some(replicas),

@@ -8,6 +8,10 @@ pub enum RuntimeError {
     #[error("image '{image}' not found on this node (no registry is reachable; build or load it here)")]
     ImageNotFound { image: String },
 
+    /// The image is not on the node and pulling it from its registry failed.
+    #[error("cannot pull image '{image}': {reason}")]
+    PullFailed { image: String, reason: String },
+
     #[error("container '{container_id}' not found on this node")]
     ContainerNotFound { container_id: String },
 

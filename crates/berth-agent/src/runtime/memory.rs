@@ -262,6 +262,9 @@ mod tests {
             labels: BTreeMap::new(),
             volumes: vec![],
             network: None,
+            balanced_ports: Vec::new(),
+            secrets: Vec::new(),
+            registry: None,
         }
     }
 

@@ -39,13 +39,13 @@ mod spec;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use berth_core::{Health, Resources};
+use berth_core::{Endpoint, Health, Resources};
 use futures::stream::BoxStream;
 
 pub use docker::{DockerRuntime, DockerRuntimeConfig};
 pub use error::RuntimeError;
 pub use memory::MemoryRuntime;
-pub use spec::{stack_network_name, ContainerSpec, StackNetwork};
+pub use spec::{stack_network_name, ContainerSpec, RegistryLogin, SecretFile, StackNetwork};
 
 /// Label holding the id of the task a container runs.
 pub const LABEL_TASK: &str = "berth.task";
@@ -175,6 +175,11 @@ pub trait Runtime: Send + Sync + 'static {
     /// Subscribes to image tags changing on the engine, from the moment of
     /// this call.
     fn image_events(&self) -> ImageEventStream;
+
+    /// The host ports a running container's `ports` are published on.
+    async fn endpoints(&self, _container_id: &str, _ports: &[u16]) -> Result<Vec<Endpoint>, RuntimeError> {
+        Ok(Vec::new())
+    }
 
     /// What the host offers in total.
     async fn resources(&self) -> Result<Resources, RuntimeError>;

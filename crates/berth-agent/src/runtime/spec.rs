@@ -47,6 +47,40 @@ pub struct ContainerSpec {
     /// The stack network the container joins; `None` for a standalone
     /// service, which stays on the engine's default network.
     pub network: Option<StackNetwork>,
+    /// Container ports published on free host ports, for node proxies.
+    pub balanced_ports: Vec<u16>,
+    /// Secrets to mount read-only under /run/secrets; the runtime keeps
+    /// their content in memory-backed storage only.
+    pub secrets: Vec<SecretFile>,
+    /// Credentials for pulling the image when it is not on the node.
+    pub registry: Option<RegistryLogin>,
+}
+
+/// One secret as the container sees it: `/run/secrets/<file_name>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretFile {
+    pub file_name: String,
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for SecretFile {
+    /// Never the content: specs end up in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretFile({}, {} bytes)", self.file_name, self.data.len())
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryLogin {
+    pub host: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RegistryLogin({}@{})", self.username, self.host)
+    }
 }
 
 /// The network one stack's containers share on a node, and how one
@@ -123,6 +157,9 @@ impl ContainerSpec {
             labels,
             volumes: spec.volumes.clone(),
             network: StackNetwork::for_service(spec),
+            balanced_ports: spec.balanced_ports(),
+            secrets: Vec::new(),
+            registry: None,
         }
     }
 }

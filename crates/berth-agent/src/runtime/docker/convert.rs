@@ -52,6 +52,13 @@ pub(super) fn create_body(spec: &ContainerSpec, publish_ip: IpAddr) -> Result<Co
             });
         }
     }
+    // Ports for node proxies go on a free host port (an empty host port),
+    // unless the service publishes them itself.
+    for port in &spec.balanced_ports {
+        port_bindings.entry(format!("{port}/tcp")).or_insert_with(|| {
+            Some(vec![PortBinding { host_ip: Some(publish_ip.to_string()), host_port: Some(String::new()) }])
+        });
+    }
     let mut exposed_ports: Vec<String> = port_bindings.keys().cloned().collect();
     exposed_ports.extend(spec.expose.iter().map(|port| format!("{port}/tcp")));
     exposed_ports.sort();
@@ -260,6 +267,9 @@ mod tests {
             labels: BTreeMap::from([(LABEL_TASK.to_string(), "task-1".to_string())]),
             volumes: vec![],
             network: None,
+            balanced_ports: Vec::new(),
+            secrets: Vec::new(),
+            registry: None,
         }
     }
 

@@ -20,7 +20,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use berth_core::Resources;
+use berth_core::{Endpoint, Resources};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
     StopContainerOptionsBuilder,
@@ -54,11 +54,22 @@ pub struct DockerRuntimeConfig {
     /// The host address published ports are bound on; all addresses by
     /// default.
     pub publish_ip: IpAddr,
+    /// Where secrets are written for their read-only bind mounts: a
+    /// memory-backed filesystem, so a secret never reaches a disk in clear.
+    pub secrets_dir: std::path::PathBuf,
 }
+
+/// `/dev/shm` is a tmpfs on Linux.
+pub const DEFAULT_SECRETS_DIR: &str = "/dev/shm/berth-secrets";
+/// Where a task's secrets appear in its container.
+pub const SECRETS_MOUNT_DIR: &str = "/run/secrets";
 
 impl Default for DockerRuntimeConfig {
     fn default() -> Self {
-        DockerRuntimeConfig { publish_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED) }
+        DockerRuntimeConfig {
+            publish_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            secrets_dir: std::path::PathBuf::from(DEFAULT_SECRETS_DIR),
+        }
     }
 }
 
@@ -147,6 +158,83 @@ impl DockerRuntime {
         Ok(created.id)
     }
 
+    /// Pulls the image from the registry it names, with the task's
+    /// credentials if the cluster has some. An image that names no registry
+    /// cannot be pulled (no registry is assumed reachable): it must be on
+    /// the node already.
+    async fn pull(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        if berth_core::secret::registry_of(&spec.image).is_none() {
+            return Err(RuntimeError::ImageNotFound { image: spec.image.clone() });
+        }
+        let credentials = spec.registry.as_ref().map(|r| bollard::auth::DockerCredentials {
+            username: Some(r.username.clone()),
+            password: Some(r.password.clone()),
+            serveraddress: Some(r.host.clone()),
+            ..Default::default()
+        });
+        let options = bollard::query_parameters::CreateImageOptionsBuilder::new().from_image(&spec.image).build();
+        let mut progress = self.docker.create_image(Some(options), None, credentials);
+        while let Some(step) = progress.next().await {
+            let failure = match step {
+                Ok(info) => info.error_detail.and_then(|d| d.message),
+                Err(e) => Some(match e {
+                    bollard::errors::Error::DockerResponseServerError { message, .. } => message,
+                    other => other.to_string(),
+                }),
+            };
+            if let Some(reason) = failure {
+                return Err(RuntimeError::PullFailed { image: spec.image.clone(), reason });
+            }
+        }
+        tracing::info!(image = %spec.image, "pulled");
+        Ok(())
+    }
+
+    /// The folder of one task's secrets.
+    fn secrets_dir_of(&self, task_id: &str) -> std::path::PathBuf {
+        self.config.secrets_dir.join(task_id)
+    }
+
+    /// Writes the task's secrets (owner-only, in memory-backed storage) and
+    /// returns the spec with their read-only mounts; `None` without secrets.
+    fn write_secrets(&self, spec: &ContainerSpec) -> Result<Option<ContainerSpec>, RuntimeError> {
+        if spec.secrets.is_empty() {
+            return Ok(None);
+        }
+        let failed = |e: std::io::Error| RuntimeError::Engine { operation: "write a secret", message: e.to_string() };
+        let dir = self.secrets_dir_of(&spec.task_id);
+        create_private_dir(&dir).map_err(failed)?;
+        let mut spec = spec.clone();
+        for secret in &spec.secrets {
+            let path = dir.join(&secret.file_name);
+            write_private_file(&path, &secret.data).map_err(failed)?;
+            spec.volumes.push(berth_core::VolumeMount {
+                kind: berth_core::VolumeKind::Bind,
+                source: path.display().to_string(),
+                target: format!("{SECRETS_MOUNT_DIR}/{}", secret.file_name),
+                read_only: true,
+            });
+        }
+        Ok(Some(spec))
+    }
+
+    /// Deletes a container's secrets, found by its task label.
+    async fn forget_secrets(&self, container_id: &str) {
+        let Ok(inspect) = self.docker.inspect_container(container_id, None).await else { return };
+        let Some(task_id) = inspect.config.and_then(|c| c.labels).and_then(|mut l| l.remove(LABEL_TASK)) else {
+            return;
+        };
+        if task_id.is_empty() || task_id.contains(['/', '.']) {
+            return;
+        }
+        let dir = self.secrets_dir_of(&task_id);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not delete a task's secrets");
+            }
+        }
+    }
+
     /// The stack a container belongs to, by its label; `None` for a
     /// standalone service's container, or one that cannot be inspected.
     async fn stack_of(&self, container_id: &str) -> Option<String> {
@@ -170,11 +258,11 @@ impl Runtime for DockerRuntime {
         // Checked first so a missing image never leaves anything behind.
         match self.docker.inspect_image(&spec.image).await {
             Ok(_) => {}
-            Err(e) if status_of(&e) == Some(HTTP_NOT_FOUND) => {
-                return Err(RuntimeError::ImageNotFound { image: spec.image.clone() })
-            }
+            Err(e) if status_of(&e) == Some(HTTP_NOT_FOUND) => self.pull(spec).await?,
             Err(e) => return Err(engine_error("inspect an image", e)),
         }
+        let with_secrets = self.write_secrets(spec)?;
+        let spec = with_secrets.as_ref().unwrap_or(spec);
         let body = convert::create_body(spec, self.config.publish_ip)?;
         let Some(network) = &spec.network else {
             return self.create_and_start_body(spec, body).await;
@@ -225,10 +313,29 @@ impl Runtime for DockerRuntime {
         }
     }
 
+    async fn endpoints(&self, container_id: &str, ports: &[u16]) -> Result<Vec<Endpoint>, RuntimeError> {
+        let inspect = self
+            .docker
+            .inspect_container(container_id, None)
+            .await
+            .map_err(|e| engine_error("inspect a container", e))?;
+        let published = inspect.network_settings.and_then(|n| n.ports).unwrap_or_default();
+        let mut endpoints = Vec::new();
+        for port in ports {
+            let bindings = published.get(&format!("{port}/tcp")).cloned().flatten().unwrap_or_default();
+            let host_port = bindings.iter().find_map(|b| b.host_port.as_deref().and_then(|p| p.parse::<u16>().ok()));
+            if let Some(host_port) = host_port.filter(|p| *p > 0) {
+                endpoints.push(Endpoint { container_port: *port, host_port, protocol: berth_core::Protocol::Tcp });
+            }
+        }
+        Ok(endpoints)
+    }
+
     async fn remove(&self, container_id: &str) -> Result<(), RuntimeError> {
         // Read while the container still exists: its stack's network may be
         // unused once it is gone.
         let stack = self.stack_of(container_id).await;
+        self.forget_secrets(container_id).await;
         match self.force_remove(container_id).await {
             Ok(()) => {
                 if let Some(stack) = stack {
@@ -321,4 +428,19 @@ fn engine_error(operation: &'static str, error: bollard::errors::Error) -> Runti
         | E::RequestTimeoutError => RuntimeError::EngineUnreachable { reason: error.to_string() },
         other => RuntimeError::Engine { operation, message: other.to_string() },
     }
+}
+
+/// A folder only the agent's user may enter.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// A file only its owner may read. Root in the container reads it through
+/// the bind mount; the mount is read-only.
+fn write_private_file(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o400).open(path)?;
+    file.write_all(data)
 }
