@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body::Body as _;
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
@@ -211,10 +211,13 @@ async fn forward(
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
     add_forwarded(&mut headers, &client.forwarded_for);
-    if !headers.contains_key(header::HOST) {
-        // find_route saw a host, so an absolute-form target carries it.
-        if let Some(host) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
-            headers.insert(header::HOST, host);
+    if let Some(authority) = parts.uri.authority() {
+        // An absolute-form target may come without a Host header; the
+        // backend gets one.
+        if !headers.contains_key(header::HOST) {
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                headers.insert(header::HOST, host);
+            }
         }
     }
     let mut next = Some(upstream_request(parts.method, origin_form(parts.uri), headers, UpstreamBody::Client(body)));
@@ -301,6 +304,11 @@ fn origin_form(uri: Uri) -> Uri {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of these: one pass over their few names costs
+    // less than a hashed lookup per hop-by-hop header.
+    if !headers.keys().any(|name| name == header::CONNECTION || HOP_BY_HOP.contains(name)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -322,19 +330,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue) {
-    let mut earlier = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
-    let value = if earlier.peek().is_none() {
-        client.clone()
-    } else {
-        let mut joined = Vec::with_capacity(64);
-        for value in earlier {
-            joined.extend_from_slice(value.as_bytes());
-            joined.extend_from_slice(b", ");
+    match headers.entry(&X_FORWARDED_FOR) {
+        Entry::Vacant(entry) => {
+            entry.insert(client.clone());
         }
-        joined.extend_from_slice(client.as_bytes());
-        HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client.clone())
-    };
-    headers.insert(&X_FORWARDED_FOR, value);
+        Entry::Occupied(mut entry) => {
+            let mut joined = Vec::with_capacity(64);
+            for value in entry.iter() {
+                joined.extend_from_slice(value.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(client.as_bytes());
+            entry.insert(HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client.clone()));
+        }
+    }
     headers.insert(&X_FORWARDED_PROTO, HTTP.clone());
 }
 
