@@ -84,10 +84,13 @@ wait_for "three voting managers" all_voters
 MANAGERS="127.0.0.1:${PORTS[0]},127.0.0.1:${PORTS[1]},127.0.0.1:${PORTS[2]}"
 WORKER_TOKEN=$("$BERTH" join-token worker -q --manager "127.0.0.1:${PORTS[0]}")
 ZONES=(a b c)
+# Three agents share this host, so each load balancer gets a port of its own.
+PROXY_PORTS=(8081 8082 8083)
 for i in 0 1 2; do
-    echo "==> starting agent dev-agent-$((i + 1)) (zone:${ZONES[$i]})"
+    echo "==> starting agent dev-agent-$((i + 1)) (zone:${ZONES[$i]}, load balancer on 127.0.0.1:${PROXY_PORTS[$i]})"
     "$BERTH" agent --manager "$MANAGERS" --token "$WORKER_TOKEN" --name "dev-agent-$((i + 1))" \
-        --tag "zone:${ZONES[$i]}" --data-dir "$DEV_DIR/agent-$i" >"$DEV_DIR/agent-$i.log" 2>&1 &
+        --tag "zone:${ZONES[$i]}" --data-dir "$DEV_DIR/agent-$i" \
+        --proxy-http-listen "127.0.0.1:${PROXY_PORTS[$i]}" >"$DEV_DIR/agent-$i.log" 2>&1 &
     echo $! >"$DEV_DIR/agent-$i.pid"
 done
 three_ready_nodes() {
@@ -95,9 +98,10 @@ three_ready_nodes() {
 }
 wait_for "three ready agents" three_ready_nodes
 
-echo "==> creating the demo service 'hello' (3 replicas spread over the zones)"
+echo "==> creating the demo service 'hello' (3 replicas spread over the zones, behind hello.test)"
 "$BERTH" service create hello --image berth-test/busybox:latest --replicas 3 --strategy high-availability \
-    --label berth.dev-cluster=1 --env GREETING=hello -- httpd -f -p 80
+    --label berth.dev-cluster=1 --env VIRTUAL_HOST=hello.test -- \
+    sh -c "mkdir -p /www && hostname > /www/index.html && httpd -f -p 80 -h /www & trap 'kill \$!; exit 0' TERM; wait"
 
 "$BERTH" cluster status
 echo
@@ -106,5 +110,6 @@ echo
 echo
 "$BERTH" service ps hello
 echo
-echo "Try: $BERTH node ls | $BERTH service scale hello=6 | docker kill <a container> ; $BERTH service ps hello"
+echo "Try: curl -H 'Host: hello.test' http://127.0.0.1:${PROXY_PORTS[0]}/   (any of ${PROXY_PORTS[*]}; answers round-robin)"
+echo "     $BERTH node ls | $BERTH service scale hello=6 | $BERTH service redeploy hello | docker kill <a container>"
 echo "Stop with: scripts/dev-cluster.sh down"

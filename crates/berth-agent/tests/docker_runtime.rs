@@ -291,7 +291,7 @@ async fn missing_image_is_image_not_found_and_creates_nothing() {
     assert_eq!(err, RuntimeError::ImageNotFound { image: spec.image.clone() });
     assert_eq!(
         err.to_string(),
-        format!("image '{}' not found on this node (no registry is reachable; build or load it here)", spec.image)
+        format!("image '{}' not found on this node (it names no registry to pull from: build or load it on the node, or name its registry)", spec.image)
     );
     assert!(runtime.list(&node.id).await.expect("list").is_empty());
     let by_name = runtime.client().inspect_container(&spec.name, None).await;

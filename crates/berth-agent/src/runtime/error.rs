@@ -4,8 +4,8 @@
 /// An error from a [`Runtime`](super::Runtime).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuntimeError {
-    /// berth never pulls: images must already be on the node.
-    #[error("image '{image}' not found on this node (no registry is reachable; build or load it here)")]
+    /// The image is not on the node and names no registry to pull it from.
+    #[error("image '{image}' not found on this node (it names no registry to pull from: build or load it on the node, or name its registry)")]
     ImageNotFound { image: String },
 
     /// The image is not on the node and pulling it from its registry failed.

@@ -150,9 +150,9 @@ pub type ImageEventStream = BoxStream<'static, ImageTagged>;
 #[async_trait]
 pub trait Runtime: Send + Sync + 'static {
     /// Creates the container for `spec` and starts it; returns its id.
-    /// Never pulls: a missing image is [`RuntimeError::ImageNotFound`] and
-    /// leaves no container behind, and so does a container that fails to
-    /// start.
+    /// Pulls only an image that names a registry; another missing image is
+    /// [`RuntimeError::ImageNotFound`]. Neither leaves a container behind,
+    /// and neither does a container that fails to start.
     async fn create_and_start(&self, spec: &ContainerSpec) -> Result<String, RuntimeError>;
 
     /// Asks the container to stop, and kills it once `grace` has passed.

@@ -2,8 +2,11 @@
 //! version the engine offers (negotiated at connect; Debian's Docker 20.10
 //! offers 1.41).
 //!
-//! Never pulls an image: berth nodes may have no registry, and a silent
-//! pull would hide which image actually runs. Containers are created with
+//! Pulls only an image that names its registry (`registry.example.com/app`),
+//! with the cluster's credentials for it: berth nodes may have no registry,
+//! and a silent pull from Docker Hub would hide which image runs. An image
+//! without a tag is pulled as `:latest`, as the docker CLI does (the API
+//! would pull every tag of the repository). Containers are created with
 //! Docker's restart policy "no", because restarting is the orchestrator's
 //! decision, made with the cluster's restart policy and back-off.
 //!
@@ -172,7 +175,8 @@ impl DockerRuntime {
             serveraddress: Some(r.host.clone()),
             ..Default::default()
         });
-        let options = bollard::query_parameters::CreateImageOptionsBuilder::new().from_image(&spec.image).build();
+        let (name, tag) = split_tag(&spec.image);
+        let options = bollard::query_parameters::CreateImageOptionsBuilder::new().from_image(name).tag(tag).build();
         let mut progress = self.docker.create_image(Some(options), None, credentials);
         while let Some(step) = progress.next().await {
             let failure = match step {
@@ -443,4 +447,29 @@ fn write_private_file(path: &std::path::Path, data: &[u8]) -> std::io::Result<()
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o400).open(path)?;
     file.write_all(data)
+}
+
+/// An image reference's repository and tag, `latest` when it names none. A
+/// digest reference is pulled as given (its tag argument is ignored).
+fn split_tag(image: &str) -> (&str, &str) {
+    if image.contains('@') {
+        return (image, "");
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.rsplit_once(':') {
+        Some((_, tag)) => (&image[..image.len() - tag.len() - 1], tag),
+        None => (image, "latest"),
+    }
+}
+
+#[cfg(test)]
+mod pull_tests {
+    use super::split_tag;
+
+    #[test]
+    fn an_untagged_image_is_pulled_as_latest_not_every_tag() {
+        assert_eq!(split_tag("127.0.0.1:5000/app"), ("127.0.0.1:5000/app", "latest"));
+        assert_eq!(split_tag("127.0.0.1:5000/app:2"), ("127.0.0.1:5000/app", "2"));
+        assert_eq!(split_tag("registry.example.com/team/app:v1.2"), ("registry.example.com/team/app", "v1.2"));
+    }
 }
