@@ -11,7 +11,8 @@
 #
 # Usage: scripts/bench/proxy.sh        (as root: installs wrk, haproxy and
 #                                       curl with apt-get when missing)
-#   ROUNDS=3          rounds of direct, haproxy, berth (medians over them)
+#   ROUNDS=5          rounds of direct, haproxy, berth (medians over them;
+#                     each round starts with the next target in turn)
 #   DURATION=10       seconds per wrk run
 #   THREADS=2         wrk threads for the throughput run
 #   CONNECTIONS=64    wrk connections for the throughput run
@@ -22,7 +23,7 @@
 set -euo pipefail
 shopt -s inherit_errexit
 
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10}
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -174,21 +175,44 @@ measure() {
 
 RESULTS="$TMP/results"
 : >"$RESULTS"
+read -r -a target_list <<<"$TARGETS"
 for round in $(seq 1 "$ROUNDS"); do
-    for target in $TARGETS; do
+    # Each round starts with the next target, so none is always measured
+    # right after the same neighbour.
+    order=()
+    for i in "${!target_list[@]}"; do
+        order+=("${target_list[$(((i + round - 1) % ${#target_list[@]}))]}")
+    done
+    for target in "${order[@]}"; do
         read -r rps p50 p99 errors < <(measure "$target" "$THREADS" "$CONNECTIONS")
-        echo "$target c$CONNECTIONS $rps $p50 $p99 $errors" >>"$RESULTS"
+        echo "$target c$CONNECTIONS $rps $p50 $p99 $errors $round" >>"$RESULTS"
         log "round $round $target c$CONNECTIONS: $rps req/s, p50 $p50 ms, p99 $p99 ms, $errors errors"
         read -r rps p50 p99 errors < <(measure "$target" 1 1)
-        echo "$target c1 $rps $p50 $p99 $errors" >>"$RESULTS"
+        echo "$target c1 $rps $p50 $p99 $errors $round" >>"$RESULTS"
         log "round $round $target c1: $rps req/s, p50 $p50 ms, p99 $p99 ms, $errors errors"
     done
 done
 
+# Median of the numbers on stdin, one a line.
+median_of() {
+    sort -g | awk '{v[NR] = $1} END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
 # median TARGET LOAD FIELD (3 rps, 4 p50, 5 p99, 6 errors)
 median() {
-    awk -v t="$1" -v c="$2" -v f="$3" '$1 == t && $2 == c {print $f}' "$RESULTS" | sort -g |
-        awk '{v[NR] = $1} END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+    awk -v t="$1" -v c="$2" -v f="$3" '$1 == t && $2 == c {print $f}' "$RESULTS" | median_of
+}
+
+# The same figure of two targets measured in the same round, combined by
+# EXPR over a (berth) and b (haproxy) and d (direct), one line per round.
+# Other load on the machine moves whole rounds; pairing within a round
+# cancels most of that.
+per_round() {
+    local load=$1 field=$2 expr=$3
+    awk -v c="$load" -v f="$field" '$2 == c {v[$7 " " $1] = $f; r[$7] = 1}
+        END { for (k in r) if ((k " berth") in v && (k " haproxy") in v && (k " direct") in v)
+              print v[k " berth"], v[k " haproxy"], v[k " direct"] }' "$RESULTS" |
+        awk "{ a = \$1; b = \$2; d = \$3; printf \"%.4f\\n\", $expr }"
 }
 
 calc() { awk "BEGIN { printf \"%.${2:-2}f\", $1 }"; }
@@ -205,13 +229,18 @@ for target in $TARGETS; do
         "$(median "$target" c1 3)" "$(median "$target" c1 4)" "$(median "$target" c1 5)" "$(median "$target" c1 6)"
 done
 
-case " $TARGETS " in *" direct "*" haproxy "*" berth "*) ;; *) exit 0 ;; esac
+for needed in direct haproxy berth; do
+    case " $TARGETS " in *" $needed "*) ;; *) exit 0 ;; esac
+done
 echo
+echo "berth against haproxy (aims: req/s ratio >= $AIM_RPS_RATIO; berth adds < $AIM_ADDED_P99_MS ms to direct's p99):"
 for load in "c$CONNECTIONS" c1; do
     b_rps=$(median berth "$load" 3); h_rps=$(median haproxy "$load" 3)
     d_p99=$(median direct "$load" 5); b_p99=$(median berth "$load" 5); h_p99=$(median haproxy "$load" 5)
-    b_added=$(calc "$b_p99 - $d_p99" 3); h_added=$(calc "$h_p99 - $d_p99" 3)
-    echo "${load#c} connection(s): berth/haproxy req/s = $(calc "$b_rps / $h_rps")" \
-        "(aim >= $AIM_RPS_RATIO); added p99: berth $b_added ms, haproxy $h_added ms" \
-        "(berth - haproxy = $(calc "$b_added - $h_added" 3) ms; aim: berth adds < $AIM_ADDED_P99_MS ms)"
+    echo "  ${load#c} connection(s), from the medians: req/s ratio $(calc "$b_rps / $h_rps");" \
+        "added p99: berth $(calc "$b_p99 - $d_p99" 3) ms, haproxy $(calc "$h_p99 - $d_p99" 3) ms"
+    echo "  ${load#c} connection(s), median of per-round figures:" \
+        "req/s ratio $(per_round "$load" 3 'a / b' | median_of | xargs printf '%.2f');" \
+        "added p99: berth $(per_round "$load" 5 'a - d' | median_of | xargs printf '%.3f') ms," \
+        "haproxy $(per_round "$load" 5 'b - d' | median_of | xargs printf '%.3f') ms"
 done
