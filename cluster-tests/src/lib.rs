@@ -35,6 +35,7 @@ use tonic::transport::{Channel, Endpoint};
 
 pub mod agent;
 pub mod docker;
+pub mod http;
 pub mod process;
 pub mod sampler;
 pub mod workload;

@@ -9,14 +9,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use cluster_tests::proto::{ServiceSpec, UpdateConfig};
 use cluster_tests::workload::{agent_name, docker_cluster, unique_name};
 use cluster_tests::{cli, free_port, request_id, wait_until, AgentOpts, Cluster};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CONVERGE_DEADLINE: Duration = Duration::from_secs(60);
-const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+const REQUEST_DEADLINE: Duration = cluster_tests::http::HTTP_DEADLINE;
 const HOST: &str = "shop.test";
 
 /// busybox httpd serving the container's hostname, stopping at once on SIGTERM.
@@ -34,20 +33,8 @@ fn web(name: &str, replicas: i64) -> ServiceSpec {
     }
 }
 
-/// `GET /` with `Host: shop.test` over a fresh connection; the status and body.
 async fn get(proxy: SocketAddr) -> Result<(u16, String)> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(proxy).await?;
-        let request = format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await?;
-        let answer = String::from_utf8_lossy(&answer).into_owned();
-        let status = answer.split_whitespace().nth(1).context("no status line")?.parse::<u16>()?;
-        let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.trim().to_string()).unwrap_or_default();
-        anyhow::Ok((status, body))
-    };
-    tokio::time::timeout(REQUEST_DEADLINE, exchange).await.context("the request took too long")?
+    cluster_tests::http::get(proxy, HOST).await
 }
 
 /// Starts a cluster whose 3 agents each run a proxy on a free port.

@@ -19,7 +19,7 @@ fn compose(worker_greeting: &str) -> String {
         r#"services:
   web:
     image: berth-test/busybox:latest
-    command: ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+    command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && httpd -f -p 80 -h /www & trap 'kill $$!; exit 0' TERM; wait"]
     environment:
       VIRTUAL_HOST: shop.test
     deploy:
@@ -75,7 +75,14 @@ fn ids(tasks: &[Task]) -> Vec<String> {
 #[tokio::test]
 async fn a_stack_deploys_in_one_write_and_a_redeploy_touches_only_what_changed() -> Result<()> {
     let test = "a_stack_deploys_in_one_write_and_a_redeploy_touches_only_what_changed";
-    let Some((_engine, cluster)) = docker_cluster(test, 3, |i| AgentOpts::named(agent_name(i))).await? else {
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        proxies.push(std::net::SocketAddr::from(([127, 0, 0, 1], cluster_tests::free_port()?)));
+    }
+    let listen = proxies.clone();
+    let Some((_engine, cluster)) =
+        docker_cluster(test, 3, |i| AgentOpts::named(agent_name(i)).proxy(listen[i])).await?
+    else {
         return Ok(());
     };
     let dir = tempfile::tempdir()?;
@@ -90,6 +97,16 @@ async fn a_stack_deploys_in_one_write_and_a_redeploy_touches_only_what_changed()
         web.iter().all(|t| t.created_at_ms >= store_running_since),
         "web tasks were created before the store ran (depends_on: service_healthy)"
     );
+
+    // The web answers through the load balancer of every node.
+    for proxy in &proxies {
+        cluster_tests::wait_until(&format!("{proxy} to serve shop.test"), CONVERGE_DEADLINE, || async {
+            let (status, body) = cluster_tests::http::get(*proxy, "shop.test").await?;
+            ensure!(status == 200 && !body.is_empty(), "{proxy} answered {status} {body:?}");
+            Ok(())
+        })
+        .await?;
+    }
 
     let listed: serde_json::Value = serde_json::from_str(&berth_ok(&cluster, &["stack", "ls", "-o", "json"]).await?)?;
     ensure!(listed[0]["name"] == "shop" && listed[0]["services"] == 3, "stack ls: {listed}");

@@ -5,34 +5,12 @@
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
+use cluster_tests::http::post;
 use cluster_tests::proto::{GetServiceRequest, ReadConsistency, Service};
 use cluster_tests::workload::{agent_name, describe, docker_cluster, sleeper, unique_name};
 use cluster_tests::{cli, request_id, wait_until, AgentOpts, Cluster};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CONVERGE_DEADLINE: Duration = Duration::from_secs(60);
-const HTTP_DEADLINE: Duration = Duration::from_secs(10);
-
-/// POSTs `body` to `http://addr/path` over plain HTTP/1.1, as curl would,
-/// and returns the status code.
-async fn post(addr: &str, path: &str, body: &[u8]) -> Result<u16> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await?;
-        // A refused body may close the connection before all of it is read.
-        let _ = stream.write_all(body).await;
-        let mut answer = Vec::new();
-        let _ = stream.read_to_end(&mut answer).await;
-        let answer = String::from_utf8_lossy(&answer);
-        let status = answer.split_whitespace().nth(1).context("no status line")?;
-        status.parse::<u16>().with_context(|| format!("bad status line in {answer:?}"))
-    };
-    tokio::time::timeout(HTTP_DEADLINE, exchange).await.context("the POST took too long")?
-}
 
 /// `http://HOST:PORT/v1/triggers/TOKEN` into its address and path.
 fn split_url(url: &str) -> Result<(String, String)> {
