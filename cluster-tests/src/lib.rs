@@ -958,6 +958,19 @@ impl Cluster {
         found.with_context(|| format!("no node named {name} among {names:?}"))
     }
 
+    /// The service named `name`, read linearizably.
+    pub async fn service(&self, name: &str) -> Result<Service> {
+        let request =
+            proto::GetServiceRequest { name: name.to_string(), consistency: ReadConsistency::Linearizable as i32 };
+        let reply = self
+            .read(&format!("GetService {name}"), |mut client| {
+                let request = request.clone();
+                async move { client.get_service(request).await }
+            })
+            .await?;
+        reply.into_inner().service.context("GetService replied without a service")
+    }
+
     /// Every task of `service` (by name), read linearizably.
     pub async fn tasks(&self, service: &str) -> Result<Vec<Task>> {
         self.check_agents_alive()?;

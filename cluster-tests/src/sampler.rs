@@ -26,6 +26,8 @@ pub struct Samples {
     /// Raft index at which each task first appeared, and first ran.
     pub created_at_index: BTreeMap<String, u64>,
     pub running_at_index: BTreeMap<String, u64>,
+    /// Raft index at which each task was first seen finished (down).
+    pub ended_at_index: BTreeMap<String, u64>,
     /// The last index seen.
     pub index: u64,
 }
@@ -108,6 +110,9 @@ async fn follow(managers: Vec<SocketAddr>, service_id: String, samples: Arc<Mute
                     s.created_at_index.entry(task.id.clone()).or_insert(event.index);
                     if task.state == "running" {
                         s.running_at_index.entry(task.id.clone()).or_insert(event.index);
+                    }
+                    if crate::workload::TERMINAL_STATES.contains(&task.state.as_str()) {
+                        s.ended_at_index.entry(task.id.clone()).or_insert(event.index);
                     }
                     s.tasks.insert(task.id.clone(), task);
                 }

@@ -9,10 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use cluster_tests::proto::{
-    GetServiceRequest, ReadConsistency, RedeployServiceRequest, Service, ServiceSpec, Task, UpdateConfig,
-    UpdateServiceRequest,
-};
+use cluster_tests::proto::{RedeployServiceRequest, Service, ServiceSpec, Task, UpdateConfig, UpdateServiceRequest};
 use cluster_tests::sampler::TaskSampler;
 use cluster_tests::workload::{agent_name, describe, docker_cluster, running, sleeper, unique_name};
 use cluster_tests::{cli, request_id, wait_until, AgentOpts, Cluster};
@@ -32,21 +29,10 @@ fn rolling(name: &str, replicas: i64, order: &str) -> ServiceSpec {
     }
 }
 
-async fn get_service(cluster: &Cluster, name: &str) -> Result<Service> {
-    let request = GetServiceRequest { name: name.to_string(), consistency: ReadConsistency::Linearizable as i32 };
-    let reply = cluster
-        .read("GetService", |mut c| {
-            let request = request.clone();
-            async move { c.get_service(request).await }
-        })
-        .await?;
-    reply.into_inner().service.context("GetService replied without a service")
-}
-
 /// Waits until the service's rollout has left "rolling", and returns the service.
 async fn wait_rollout_done(cluster: &Cluster, name: &str) -> Result<Service> {
     wait_until(&format!("the rollout of {name} to end"), CONVERGE_DEADLINE, || async {
-        let service = get_service(cluster, name).await?;
+        let service = cluster.service(name).await?;
         let rollout = service.rollout.clone().context("no rollout recorded")?;
         if rollout.state == "rolling" {
             bail!("still rolling: {}/{} updated ({})", rollout.updated, rollout.slots, rollout.message);
@@ -111,6 +97,21 @@ async fn redeploy_keeps_the_floor(test: &str, order: &str, floor: usize) -> Resu
         per_slot.len() == REPLICAS && per_slot.values().all(|n| *n == 1),
         "each slot must get exactly one new task, got {per_slot:?}"
     );
+    if order == "stop-first" {
+        // Stop-first means it: a slot's new task exists only once its old one is down.
+        for old in &before {
+            let ended = samples.ended_at_index.get(&old.id).copied().context("an old task never ended")?;
+            let replacement = samples.tasks.values().find(|t| {
+                t.slot == old.slot && samples.created_at_index.get(&t.id).is_some_and(|at| *at > start_index)
+            });
+            let created = replacement.and_then(|t| samples.created_at_index.get(&t.id)).copied().unwrap_or(0);
+            ensure!(
+                created > ended,
+                "slot {}: the new task was created at index {created}, before the old one ended at {ended}",
+                old.slot
+            );
+        }
+    }
     Ok(())
 }
 
@@ -206,7 +207,7 @@ async fn a_rollout_continues_after_the_leader_dies_and_updates_each_slot_once() 
         })
         .await?;
     wait_until("two slots to be updated", CONVERGE_DEADLINE, || async {
-        let rollout = get_service(&cluster, &name).await?.rollout.context("rollout")?;
+        let rollout = cluster.service(&name).await?.rollout.context("rollout")?;
         if rollout.updated < 2 {
             bail!("{}/{} updated", rollout.updated, rollout.slots);
         }

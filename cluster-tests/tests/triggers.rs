@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use cluster_tests::http::post;
-use cluster_tests::proto::{GetServiceRequest, ReadConsistency, Service};
 use cluster_tests::workload::{agent_name, describe, docker_cluster, sleeper, unique_name};
 use cluster_tests::{cli, request_id, wait_until, AgentOpts, Cluster};
 
@@ -17,17 +16,6 @@ fn split_url(url: &str) -> Result<(String, String)> {
     let rest = url.strip_prefix("http://").context("not an http URL")?;
     let (addr, path) = rest.split_once('/').context("no path in the URL")?;
     Ok((addr.to_string(), format!("/{path}")))
-}
-
-async fn get_service(cluster: &Cluster, name: &str) -> Result<Service> {
-    let request = GetServiceRequest { name: name.to_string(), consistency: ReadConsistency::Linearizable as i32 };
-    let reply = cluster
-        .read("GetService", |mut c| {
-            let request = request.clone();
-            async move { c.get_service(request).await }
-        })
-        .await?;
-    reply.into_inner().service.context("no service in the reply")
 }
 
 async fn berth(cluster: &Cluster, args: &[&str]) -> Result<String> {
@@ -49,7 +37,7 @@ async fn a_trigger_redeploys_or_scales_and_a_wrong_or_revoked_one_does_nothing()
     let before = cluster.wait_running(&name, 2, CONVERGE_DEADLINE).await?;
     let url = berth(&cluster, &["trigger", "create", &name, "--action", "redeploy", "-q"]).await?;
     let (addr, path) = split_url(&url)?;
-    let version = get_service(&cluster, &name).await?.version;
+    let version = cluster.service(&name).await?.version;
 
     let token = path.rsplit('/').next().context("no token in the URL")?;
     let wrong = format!("/v1/triggers/{}", token.replace(|c: char| c.is_ascii_digit(), "0"));
@@ -57,7 +45,7 @@ async fn a_trigger_redeploys_or_scales_and_a_wrong_or_revoked_one_does_nothing()
     ensure!(post(&addr, &wrong, b"").await? == 404, "a wrong token must get 404");
     ensure!(post(&addr, "/v1/triggers/short", b"").await? == 404, "a malformed token must get 404");
     ensure!(post(&addr, &path, &vec![b'x'; 64 * 1024]).await? == 413, "an oversized body must be refused");
-    ensure!(get_service(&cluster, &name).await?.version == version, "refused requests changed the service");
+    ensure!(cluster.service(&name).await?.version == version, "refused requests changed the service");
 
     // Any manager answers the URL, not only the one that printed it.
     let other = cluster.manager(2).addr().to_string();
@@ -86,7 +74,7 @@ async fn a_trigger_redeploys_or_scales_and_a_wrong_or_revoked_one_does_nothing()
     }
     ensure!(post(&addr, &path, b"").await? == 404, "a revoked trigger must get 404");
     ensure!(
-        get_service(&cluster, &name).await?.spec.and_then(|s| s.replicas) == Some(3),
+        cluster.service(&name).await?.spec.and_then(|s| s.replicas) == Some(3),
         "a revoked trigger changed the service"
     );
     Ok(())

@@ -53,6 +53,10 @@ pub fn reconcile(state: &ClusterState, now_ms: i64, new_id: &mut dyn FnMut() -> 
 enum SlotFate {
     /// A task runs or will run there.
     Live,
+    /// Its task was told to stop and is not down yet: a stop-first
+    /// replacement waits for it. (A drained node's tasks are replaced at
+    /// once, before they get here.)
+    Stopping,
     /// Finished for good by its restart or autodestroy policy.
     Done,
     /// Needs a new task, not before `at_ms`, as restart number `attempt`.
@@ -66,11 +70,7 @@ fn slot_fate(service: &Service, latest: &Task, now_ms: i64) -> SlotFate {
         return SlotFate::Retired;
     }
     if !latest.state.is_terminal() {
-        return if latest.desired == DesiredState::Running {
-            SlotFate::Live
-        } else {
-            SlotFate::Replace { at_ms: now_ms, attempt: latest.attempt }
-        };
+        return if latest.desired == DesiredState::Running { SlotFate::Live } else { SlotFate::Stopping };
     }
     if latest.desired == DesiredState::Shutdown || latest.state == TaskState::Orphaned {
         // Stopped by berth (drain) or lost with its node: not the task's
@@ -178,7 +178,10 @@ fn apply_rollout_step(
     }
     for old in step.replace {
         if step.stop_first {
+            // The replacement comes once the old task is down: never two
+            // containers of the slot at once, as the user asked.
             out.plan.set_desired.push((old.id.clone(), DesiredState::Shutdown));
+            continue;
         }
         // An every-node task is replaced on its node; a replica goes wherever
         // the scheduler finds room.
@@ -273,7 +276,7 @@ fn reconcile_replicated(
             slot_fate(service, latest, now_ms)
         };
         match fate {
-            SlotFate::Live => occupied.push((slot, latest, true)),
+            SlotFate::Live | SlotFate::Stopping => occupied.push((slot, latest, true)),
             SlotFate::Done => occupied.push((slot, latest, false)),
             SlotFate::Retired => {}
             SlotFate::Replace { at_ms, attempt } => {
@@ -380,7 +383,7 @@ fn reconcile_every_node(
             Some(latest) => slot_fate(service, latest, now_ms),
         };
         match fate {
-            SlotFate::Live | SlotFate::Done => {}
+            SlotFate::Live | SlotFate::Stopping | SlotFate::Done => {}
             SlotFate::Retired => out.plan.create.push(new_task(service, 0, Some(node.id.clone()), 0, new_id())),
             SlotFate::Replace { at_ms, attempt } if at_ms <= now_ms => {
                 out.plan.create.push(new_task(service, 0, Some(node.id.clone()), attempt, new_id()));
@@ -630,13 +633,13 @@ mod tests {
         let version = w.state.service("web").map(|s| s.version).unwrap_or_default();
         spec.image = "busybox:2".into();
         w.apply(Command::UpdateService { name: "web".into(), spec, expected_version: version });
-        let first = w.reconcile().plan;
+        let first = w.reconcile_through_stops();
         assert_eq!((first.create.len(), first.set_desired.len()), (1, 1), "one slot at a time");
         assert_eq!(first.create[0].spec.image, "busybox:2");
         assert!(w.reconcile().plan.is_empty(), "waits while the new task is not running");
         for _ in 0..2 {
             w.run_all_on(&n);
-            assert_eq!(w.reconcile().plan.create.len(), 1);
+            assert_eq!(w.reconcile_through_stops().create.len(), 1);
         }
         w.run_all_on(&n);
         assert!(w.reconcile().plan.is_empty());

@@ -173,10 +173,21 @@ pub struct SlotTasks<'a> {
     pub all: Vec<&'a Task>,
 }
 
+impl SlotTasks<'_> {
+    /// No task runs the slot because berth stopped its last one: it is
+    /// stopping still, or down and waiting for its replacement.
+    fn is_being_replaced(&self) -> bool {
+        let newest = self.all.iter().max_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        newest.is_some_and(|t| t.desired == crate::DesiredState::Shutdown)
+    }
+}
+
 /// What the rollout wants done on this pass.
 #[derive(Debug, Default)]
 pub struct RolloutStep<'a> {
-    /// Outdated tasks to replace now, with how (stop the old one first or not).
+    /// Outdated tasks to replace now. Stop-first only stops them: the
+    /// replacement is created once the old task is down, as after any stop
+    /// by berth. Start-first creates the replacement at once.
     pub replace: Vec<&'a Task>,
     pub stop_first: bool,
     /// Old tasks whose replacement is ready (start-first).
@@ -239,7 +250,14 @@ pub fn step<'a>(service: &Service, slots: &[SlotTasks<'a>], now_ms: i64) -> Roll
             }
         }
         let tried = slot.all.iter().any(|t| rollout.failed_tasks.contains(&t.id));
-        let Some(head) = slot.live.last() else { continue };
+        let Some(head) = slot.live.last() else {
+            // Stop-first: the old task is on its way down, or just down and
+            // about to be replaced (by the orchestrator's restart path).
+            if slot.is_being_replaced() {
+                in_flight += 1;
+            }
+            continue;
+        };
         if comparison.outdated(head) {
             if !tried {
                 candidates.push(*head);
@@ -426,9 +444,11 @@ mod tests {
         let mut floor = usize::MAX;
         for round in 0..3 {
             let plan = w.reconcile().plan;
-            assert_eq!((plan.create.len(), plan.set_desired.len()), (1, 1), "round {round}: one slot");
+            assert_eq!((plan.create.len(), plan.set_desired.len()), (0, 1), "round {round}: the old task stops first");
             let old = plan.set_desired[0].0.clone();
             w.report_health(&old, TaskState::Shutdown, Health::Healthy);
+            floor = floor.min(running_count(&w));
+            assert_eq!(w.reconcile().plan.create.len(), 1, "round {round}: its replacement comes once it is down");
             let new = w.start_all_on(&n);
             floor = floor.min(running_count(&w));
             w.report_health(&new[0], TaskState::Running, Health::Starting);
@@ -471,7 +491,7 @@ mod tests {
     fn a_failing_new_version_pauses_the_rollout_with_the_reason() {
         let (mut w, n) = running(3, |_| {});
         update_image(&mut w, "broken");
-        w.reconcile();
+        w.reconcile_through_stops();
         let new = w.start_all_on(&n);
         w.report(&n, &new[0], TaskState::Failed, Some(3));
         w.reconcile();
@@ -488,7 +508,7 @@ mod tests {
     fn with_failure_action_rollback_the_service_returns_to_its_previous_spec() {
         let (mut w, n) = running(3, |s| s.update.failure_action = FailureAction::Rollback);
         update_image(&mut w, "broken");
-        w.reconcile();
+        w.reconcile_through_stops();
         let new = w.start_all_on(&n);
         w.report(&n, &new[0], TaskState::Rejected, None);
         w.reconcile();
@@ -513,7 +533,7 @@ mod tests {
     fn a_task_stuck_before_running_counts_as_a_failure_at_its_deadline() {
         let (mut w, n) = running(2, |_| {});
         update_image(&mut w, "slow");
-        w.reconcile();
+        w.reconcile_through_stops();
         w.start_all_on(&n);
         let waiting = w.reconcile();
         assert_eq!(rollout(&w).state, RolloutState::Rolling);
@@ -533,7 +553,7 @@ mod tests {
             s.update.parallelism = 0;
         });
         update_image(&mut w, "flaky");
-        w.reconcile();
+        w.reconcile_through_stops();
         let new = w.start_all_on(&n);
         w.report(&n, &new[0], TaskState::Failed, Some(1));
         w.reconcile();
@@ -550,7 +570,7 @@ mod tests {
         w.apply(Command::RedeployService { name: "web".into() });
         let mut created = 0;
         for _ in 0..4 {
-            created += w.reconcile().plan.create.len();
+            created += w.reconcile_through_stops().create.len();
             w.run_all_on(&n);
         }
         assert_eq!(created, 3, "each slot once");
@@ -562,13 +582,13 @@ mod tests {
     fn the_next_batch_waits_for_the_delay() {
         let (mut w, n) = running(2, |s| s.update.delay_ms = 500);
         update_image(&mut w, "busybox:2");
-        w.reconcile();
+        w.reconcile_through_stops();
         w.run_all_on(&n);
         let waiting = w.reconcile();
         assert!(waiting.plan.create.is_empty());
         assert_eq!(waiting.wake_at_ms, Some(w.now + 500));
         w.now += 500;
-        assert_eq!(w.reconcile().plan.create.len(), 1);
+        assert_eq!(w.reconcile_through_stops().create.len(), 1);
     }
 
     #[test]
@@ -576,7 +596,7 @@ mod tests {
         // What a new leader does: decide from the same state, get the same plan.
         let (mut w, n) = running(3, |_| {});
         update_image(&mut w, "busybox:2");
-        w.reconcile();
+        w.reconcile_through_stops();
         w.run_all_on(&n);
         let strip = |r: crate::orchestrator::Reconciliation| -> Vec<(u32, String)> {
             r.plan.create.iter().map(|t| (t.slot, t.spec.image.clone())).collect()

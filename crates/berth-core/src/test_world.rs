@@ -79,6 +79,32 @@ impl World {
         }
     }
 
+    /// Runs the orchestrator; every task it stops is reported down at once
+    /// and the orchestrator runs again (a stop-first step and its
+    /// replacement). Returns both plans merged.
+    pub fn reconcile_through_stops(&mut self) -> crate::TaskPlan {
+        let first = self.reconcile().plan;
+        let stopped: Vec<String> = first
+            .set_desired
+            .iter()
+            .filter(|(_, d)| *d == crate::DesiredState::Shutdown)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &stopped {
+            if let Some(node) = self.state.task(id).and_then(|t| t.node_id.clone()) {
+                self.report(&node, id, TaskState::Shutdown, None);
+            }
+        }
+        let mut plan = first;
+        if !stopped.is_empty() {
+            let second = self.reconcile().plan;
+            plan.create.extend(second.create);
+            plan.set_desired.extend(second.set_desired);
+            plan.rollouts.extend(second.rollouts);
+        }
+        plan
+    }
+
     /// Places new tasks on `node` and reports them started, but not yet
     /// running, so a test can move each on by hand.
     pub fn start_all_on(&mut self, node: &str) -> Vec<String> {
