@@ -184,15 +184,28 @@ pub enum Outcome {
     Done,
     ManagerId(u64),
     Service(Box<Service>),
-    ServiceRemoved { id: String },
+    /// `index`: the entry that removed it (0 when a retry finds it gone
+    /// without knowing when).
+    ServiceRemoved {
+        id: String,
+        index: u64,
+    },
     Node(Box<Node>),
-    NodeRemoved { id: String },
+    NodeRemoved {
+        id: String,
+    },
     Trigger(Box<Trigger>),
-    TriggerRemoved { id: String },
+    TriggerRemoved {
+        id: String,
+    },
     StackDeployed(Box<StackPlan>),
-    StackRemoved { services: Vec<String> },
+    StackRemoved {
+        services: Vec<String>,
+    },
     Secret(Box<Secret>),
-    SecretRemoved { id: String },
+    SecretRemoved {
+        id: String,
+    },
 }
 
 /// A change to the state, as `Watch` streams it.
@@ -300,7 +313,7 @@ enum RememberedOutcome {
     Done,
     ManagerId(u64),
     Service { id: String },
-    ServiceRemoved { id: String },
+    ServiceRemoved { id: String, index: u64 },
     Node { id: String },
     NodeRemoved { id: String },
     Trigger { id: String },
@@ -317,7 +330,9 @@ impl RememberedOutcome {
             Outcome::Done => RememberedOutcome::Done,
             Outcome::ManagerId(id) => RememberedOutcome::ManagerId(*id),
             Outcome::Service(service) => RememberedOutcome::Service { id: service.id.clone() },
-            Outcome::ServiceRemoved { id } => RememberedOutcome::ServiceRemoved { id: id.clone() },
+            Outcome::ServiceRemoved { id, index } => {
+                RememberedOutcome::ServiceRemoved { id: id.clone(), index: *index }
+            }
             Outcome::Node(node) => RememberedOutcome::Node { id: node.id.clone() },
             Outcome::NodeRemoved { id } => RememberedOutcome::NodeRemoved { id: id.clone() },
             Outcome::Trigger(trigger) => RememberedOutcome::Trigger { id: trigger.id.clone() },
@@ -399,9 +414,11 @@ impl ClusterState {
             Ok(RememberedOutcome::ManagerId(id)) => Ok(Outcome::ManagerId(*id)),
             Ok(RememberedOutcome::Service { id }) => match self.services.get(id) {
                 Some(service) => Ok(Outcome::Service(Box::new(service.clone()))),
-                None => Ok(Outcome::ServiceRemoved { id: id.clone() }),
+                None => Ok(Outcome::ServiceRemoved { id: id.clone(), index: 0 }),
             },
-            Ok(RememberedOutcome::ServiceRemoved { id }) => Ok(Outcome::ServiceRemoved { id: id.clone() }),
+            Ok(RememberedOutcome::ServiceRemoved { id, index }) => {
+                Ok(Outcome::ServiceRemoved { id: id.clone(), index: *index })
+            }
             Ok(RememberedOutcome::Node { id }) => match self.nodes.get(id) {
                 Some(node) => Ok(Outcome::Node(Box::new(node.clone()))),
                 None => Ok(Outcome::NodeRemoved { id: id.clone() }),
@@ -930,7 +947,7 @@ impl ClusterState {
                 s.spec.mode = ServiceMode::Replicated { replicas: *replicas }
             }),
             Command::RemoveService { name } => match self.remove_service(name, changes) {
-                Some(id) => Outcome::ServiceRemoved { id },
+                Some(id) => Outcome::ServiceRemoved { id, index },
                 None => Outcome::Done,
             },
             Command::RegisterNode { id, name, address, tags, resources } => {

@@ -377,8 +377,10 @@ impl ClusterApi for Api {
         let request = request.into_inner();
         let command = Command::RemoveService { name: request.name };
         match self.node.write(request_id_or_new(request.request_id), command).await? {
-            Outcome::ServiceRemoved { id } => {
-                Ok(Response::new(pb::RemoveServiceReply { id, index: self.node.view.applied_index() }))
+            // The removal's own entry, so a watcher can match its event.
+            Outcome::ServiceRemoved { id, index } => {
+                let index = if index > 0 { index } else { self.node.view.applied_index() };
+                Ok(Response::new(pb::RemoveServiceReply { id, index }))
             }
             other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
         }
