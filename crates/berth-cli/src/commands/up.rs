@@ -104,7 +104,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         }
     };
     match ready {
-        Ok(()) => output::emit(ready_line(&address, &name))?,
+        Ok(()) => output::emit(ready_line(&address, &name, stack.as_ref().map(|(s, _)| s.as_str())))?,
         Err(e) => tracing::warn!("{e:#}; still running, see the log above"),
     }
     // `-c compose.yml` deploys after the node is ready, so its services are
@@ -208,12 +208,15 @@ fn spawn_agent(
 }
 
 /// The one line `up` prints when the cluster is ready for work.
-fn ready_line(address: &str, node: &str) -> String {
+/// What `up` says once its node is ready; with a compose file, how to
+/// follow the stack rather than how to create a service.
+fn ready_line(address: &str, node: &str, stack: Option<&str>) -> String {
     let manager_flag = if address == DEFAULT_LISTEN { String::new() } else { format!(" --manager {address}") };
-    format!(
-        "berth is up: manager on {address}, node '{node}' ready. Deploy with: \
-         berth{manager_flag} service create web --image nginx --replicas 2 (Ctrl-C stops both)"
-    )
+    let next = match stack {
+        Some(stack) => format!("deploying stack '{stack}'; see it with: berth{manager_flag} stack ps {stack}"),
+        None => format!("Deploy with: berth{manager_flag} service create web --image nginx --replicas 2"),
+    };
+    format!("berth is up: manager on {address}, node '{node}' ready. {next} (Ctrl-C stops both)")
 }
 
 fn flatten(joined: Result<Result<()>, tokio::task::JoinError>) -> Result<()> {
@@ -299,11 +302,13 @@ mod tests {
 
     #[test]
     fn the_ready_line_says_how_to_deploy() {
-        let line = ready_line(DEFAULT_LISTEN, "laptop");
+        let line = ready_line(DEFAULT_LISTEN, "laptop", None);
         assert!(line.contains("manager on 127.0.0.1:4700"), "{line}");
         assert!(line.contains("berth service create"), "{line}");
-        let line = ready_line("10.0.0.1:4800", "laptop");
+        let line = ready_line("10.0.0.1:4800", "laptop", None);
         assert!(line.contains("berth --manager 10.0.0.1:4800 service create"), "{line}");
+        let line = ready_line(DEFAULT_LISTEN, "laptop", Some("shop"));
+        assert!(line.contains("berth stack ps shop") && !line.contains("service create"), "{line}");
     }
 
     #[tokio::test]
