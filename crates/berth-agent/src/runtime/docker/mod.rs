@@ -222,16 +222,12 @@ impl DockerRuntime {
         Ok(Some(spec))
     }
 
-    /// Deletes a container's secrets, found by its task label.
-    async fn forget_secrets(&self, container_id: &str) {
-        let Ok(inspect) = self.docker.inspect_container(container_id, None).await else { return };
-        let Some(task_id) = inspect.config.and_then(|c| c.labels).and_then(|mut l| l.remove(LABEL_TASK)) else {
-            return;
-        };
+    /// Deletes the secrets of the task with id `task_id`.
+    fn forget_secrets(&self, task_id: &str) {
         if task_id.is_empty() || task_id.contains(['/', '.']) {
             return;
         }
-        let dir = self.secrets_dir_of(&task_id);
+        let dir = self.secrets_dir_of(task_id);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(dir = %dir.display(), error = %e, "could not delete a task's secrets");
@@ -239,11 +235,10 @@ impl DockerRuntime {
         }
     }
 
-    /// The stack a container belongs to, by its label; `None` for a
-    /// standalone service's container, or one that cannot be inspected.
-    async fn stack_of(&self, container_id: &str) -> Option<String> {
-        let inspect = self.docker.inspect_container(container_id, None).await.ok()?;
-        inspect.config?.labels?.remove(LABEL_STACK).filter(|s| !s.is_empty())
+    /// A container's labels; empty for one that cannot be inspected.
+    async fn labels_of(&self, container_id: &str) -> HashMap<String, String> {
+        let inspect = self.docker.inspect_container(container_id, None).await.ok();
+        inspect.and_then(|i| i.config).and_then(|c| c.labels).unwrap_or_default()
     }
 
     async fn inspect_info(&self, container_id: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
@@ -336,10 +331,13 @@ impl Runtime for DockerRuntime {
     }
 
     async fn remove(&self, container_id: &str) -> Result<(), RuntimeError> {
-        // Read while the container still exists: its stack's network may be
-        // unused once it is gone.
-        let stack = self.stack_of(container_id).await;
-        self.forget_secrets(container_id).await;
+        // Read while the container still exists, in one inspect: its task's
+        // secrets go with it, and its stack's network may be unused after.
+        let mut labels = self.labels_of(container_id).await;
+        if let Some(task_id) = labels.get(LABEL_TASK) {
+            self.forget_secrets(task_id);
+        }
+        let stack = labels.remove(LABEL_STACK).filter(|s| !s.is_empty());
         match self.force_remove(container_id).await {
             Ok(()) => {
                 if let Some(stack) = stack {
