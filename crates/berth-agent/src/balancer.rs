@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use berth_core::ServiceSpec;
 use berth_proto::v1 as pb;
 use berth_proto::v1::cluster_api_client::ClusterApiClient;
 use berth_proto::v1::watch_event::Change;
@@ -22,9 +23,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
-/// The port an HTTP service is reached on in its containers when it names
-/// no `expose` port.
-pub const DEFAULT_HTTP_PORT: u16 = 80;
 /// Wait before following again after the managers could not be reached.
 pub const RECONNECT_MS: u64 = 500;
 /// Changes arriving this close together are applied as one route table.
@@ -67,25 +65,9 @@ impl ClusterView {
     }
 }
 
-/// The variables of a spec, by name.
-fn env<'a>(spec: &'a pb::ServiceSpec, name: &str) -> Option<&'a str> {
-    spec.env.iter().find(|v| v.name == name).map(|v| v.value.as_str())
-}
-
-/// `TCP_PORTS=9000,9001` as Tutum's haproxy read it.
-fn tcp_ports(spec: &pb::ServiceSpec) -> Vec<u16> {
-    env(spec, "TCP_PORTS")
-        .map(|list| list.split(',').filter_map(|p| p.trim().parse::<u16>().ok()).filter(|p| *p > 0).collect())
-        .unwrap_or_default()
-}
-
-/// The container port HTTP requests go to.
-pub fn http_port(spec: &pb::ServiceSpec) -> u16 {
-    spec.expose.first().and_then(|p| u16::try_from(*p).ok()).unwrap_or(DEFAULT_HTTP_PORT)
-}
-
-fn balance(spec: &pb::ServiceSpec) -> Balance {
-    match env(spec, "BALANCE") {
+/// `BALANCE=leastconn` as Tutum's haproxy read it; round-robin otherwise.
+fn balance(spec: &ServiceSpec) -> Balance {
+    match spec.env_value("BALANCE") {
         Some("leastconn" | "least-connections") => Balance::LeastConnections,
         _ => Balance::RoundRobin,
     }
@@ -123,15 +105,16 @@ pub fn routes_from(view: &ClusterView) -> RouteTable {
     };
     let mut table = RouteTable::default();
     for service in view.services.values() {
-        let Some(spec) = &service.spec else { continue };
-        let balance = balance(spec);
-        let mut hosts: Vec<&str> = spec.virtual_hosts.iter().map(String::as_str).collect();
-        hosts.extend(env(spec, "VIRTUAL_HOST").into_iter().flat_map(|v| v.split(',')).map(str::trim));
-        for host in hosts.into_iter().filter(|h| !h.is_empty()) {
-            let route = Route { backends: backends(service, http_port(spec)), balance };
-            table.http.insert(host.to_ascii_lowercase(), route);
+        // The spec's own reading of its hosts and ports, the one its tasks'
+        // agents published by, so the two never disagree.
+        let Some(spec) = service.spec.clone().and_then(|s| berth_api::spec_from_proto(s).ok()) else { continue };
+        let balance = balance(&spec);
+        if let Some(port) = spec.http_port() {
+            for host in spec.virtual_host_names() {
+                table.http.insert(host.to_ascii_lowercase(), Route { backends: backends(service, port), balance });
+            }
         }
-        for port in tcp_ports(spec) {
+        for port in spec.tcp_ports() {
             table.tcp.insert(port, Route { backends: backends(service, port), balance });
         }
     }
@@ -246,6 +229,7 @@ mod tests {
             name: id.into(),
             spec: Some(pb::ServiceSpec {
                 name: id.into(),
+                image: "busybox".into(),
                 env: env.iter().map(|(n, v)| pb::EnvVar { name: n.to_string(), value: v.to_string() }).collect(),
                 expose: expose.to_vec(),
                 ..Default::default()

@@ -285,34 +285,48 @@ impl ServiceSpec {
         normalized != *self
     }
 
-    /// Whether node proxies route to this service: it names virtual hosts
-    /// (`virtual_hosts`, or a `VIRTUAL_HOST` variable) or `TCP_PORTS`, as
-    /// Tutum's haproxy read them.
-    pub fn is_load_balanced(&self) -> bool {
-        !self.virtual_hosts.is_empty()
-            || self
-                .env
-                .iter()
-                .any(|v| (v.name == "VIRTUAL_HOST" || v.name == "TCP_PORTS") && !v.value.trim().is_empty())
+    /// The value of the environment variable `name`, trimmed.
+    pub fn env_value(&self, name: &str) -> Option<&str> {
+        self.env.iter().find(|v| v.name == name).map(|v| v.value.trim())
+    }
+
+    /// The host names node proxies route to this service by: its
+    /// `virtual_hosts` and a comma-separated `VIRTUAL_HOST` variable, as
+    /// Tutum's haproxy read it.
+    pub fn virtual_host_names(&self) -> Vec<&str> {
+        let from_env = self.env_value("VIRTUAL_HOST").into_iter().flat_map(|v| v.split(',')).map(str::trim);
+        self.virtual_hosts.iter().map(String::as_str).chain(from_env).filter(|h| !h.is_empty()).collect()
+    }
+
+    /// The container port HTTP requests for its virtual hosts go to (the
+    /// first `expose`d port, else 80); `None` without virtual hosts.
+    pub fn http_port(&self) -> Option<u16> {
+        (!self.virtual_host_names().is_empty()).then(|| self.expose.first().copied().unwrap_or(80))
+    }
+
+    /// The ports node proxies serve over plain TCP: `TCP_PORTS=9000,9001`.
+    pub fn tcp_ports(&self) -> Vec<u16> {
+        let list = self.env_value("TCP_PORTS").unwrap_or_default();
+        let mut ports: Vec<u16> = list.split(',').filter_map(|p| p.trim().parse().ok()).filter(|p| *p > 0).collect();
+        ports.dedup();
+        ports
     }
 
     /// The container ports node proxies reach this service's tasks on: the
-    /// HTTP port (the first `expose`d one, else 80) when it names virtual
-    /// hosts, and its `TCP_PORTS`. Agents publish them on free host ports.
+    /// HTTP port and the TCP ports. Agents publish them on free host ports.
     pub fn balanced_ports(&self) -> Vec<u16> {
-        let env = |name: &str| self.env.iter().find(|v| v.name == name).map(|v| v.value.trim());
-        let mut ports = Vec::new();
-        if !self.virtual_hosts.is_empty() || env("VIRTUAL_HOST").is_some_and(|v| !v.is_empty()) {
-            ports.push(self.expose.first().copied().unwrap_or(80));
-        }
-        for port in env("TCP_PORTS").unwrap_or_default().split(',') {
-            if let Ok(port) = port.trim().parse::<u16>() {
-                if port > 0 && !ports.contains(&port) {
-                    ports.push(port);
-                }
+        let mut ports: Vec<u16> = self.http_port().into_iter().collect();
+        for port in self.tcp_ports() {
+            if !ports.contains(&port) {
+                ports.push(port);
             }
         }
         ports
+    }
+
+    /// Whether node proxies route to this service.
+    pub fn is_load_balanced(&self) -> bool {
+        !self.balanced_ports().is_empty()
     }
 
     pub fn replicas(&self) -> Option<u32> {
