@@ -58,6 +58,19 @@ pub fn registry_of(image: &str) -> Option<&str> {
     (is_host && !rest.is_empty()).then_some(first)
 }
 
+/// An image reference's repository and tag, `latest` when it names none
+/// (as Docker reads it). A digest reference comes back whole, with no tag.
+pub fn split_tag(image: &str) -> (&str, &str) {
+    if image.contains('@') {
+        return (image, "");
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.rsplit_once(':') {
+        Some((_, tag)) => (&image[..image.len() - tag.len() - 1], tag),
+        None => (image, "latest"),
+    }
+}
+
 pub fn validate_registry_host(host: &str) -> Result<(), CoreError> {
     let valid = !host.is_empty()
         && host.len() <= 255
@@ -83,6 +96,14 @@ mod tests {
         assert_eq!(registry_of("busybox"), None);
         assert!(validate_registry_host("127.0.0.1:5000").is_ok());
         assert!(validate_registry_host("bad host").is_err());
+    }
+
+    #[test]
+    fn an_untagged_image_means_latest_not_every_tag() {
+        assert_eq!(split_tag("127.0.0.1:5000/app"), ("127.0.0.1:5000/app", "latest"));
+        assert_eq!(split_tag("127.0.0.1:5000/app:2"), ("127.0.0.1:5000/app", "2"));
+        assert_eq!(split_tag("registry.example.com/team/app:v1.2"), ("registry.example.com/team/app", "v1.2"));
+        assert_eq!(split_tag("app@sha256:ab"), ("app@sha256:ab", ""));
     }
 
     #[test]

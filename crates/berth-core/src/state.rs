@@ -254,15 +254,7 @@ impl Service {
 /// Whether two image references name the same repository and tag
 /// (`busybox` is `busybox:latest`).
 pub fn same_image(a: &str, b: &str) -> bool {
-    fn with_tag(image: &str) -> std::borrow::Cow<'_, str> {
-        let name = image.rsplit('/').next().unwrap_or(image);
-        if name.contains(':') || image.contains('@') {
-            image.into()
-        } else {
-            format!("{image}:latest").into()
-        }
-    }
-    with_tag(a) == with_tag(b)
+    crate::secret::split_tag(a) == crate::secret::split_tag(b)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

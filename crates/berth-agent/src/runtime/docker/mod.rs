@@ -175,7 +175,7 @@ impl DockerRuntime {
             serveraddress: Some(r.host.clone()),
             ..Default::default()
         });
-        let (name, tag) = split_tag(&spec.image);
+        let (name, tag) = berth_core::secret::split_tag(&spec.image);
         let options = bollard::query_parameters::CreateImageOptionsBuilder::new().from_image(name).tag(tag).build();
         let mut progress = self.docker.create_image(Some(options), None, credentials);
         while let Some(step) = progress.next().await {
@@ -445,29 +445,4 @@ fn write_private_file(path: &std::path::Path, data: &[u8]) -> std::io::Result<()
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o400).open(path)?;
     file.write_all(data)
-}
-
-/// An image reference's repository and tag, `latest` when it names none. A
-/// digest reference is pulled as given (its tag argument is ignored).
-fn split_tag(image: &str) -> (&str, &str) {
-    if image.contains('@') {
-        return (image, "");
-    }
-    let last = image.rsplit('/').next().unwrap_or(image);
-    match last.rsplit_once(':') {
-        Some((_, tag)) => (&image[..image.len() - tag.len() - 1], tag),
-        None => (image, "latest"),
-    }
-}
-
-#[cfg(test)]
-mod pull_tests {
-    use super::split_tag;
-
-    #[test]
-    fn an_untagged_image_is_pulled_as_latest_not_every_tag() {
-        assert_eq!(split_tag("127.0.0.1:5000/app"), ("127.0.0.1:5000/app", "latest"));
-        assert_eq!(split_tag("127.0.0.1:5000/app:2"), ("127.0.0.1:5000/app", "2"));
-        assert_eq!(split_tag("registry.example.com/team/app:v1.2"), ("registry.example.com/team/app", "v1.2"));
-    }
 }
