@@ -110,7 +110,8 @@ pub fn backoff_ms(attempt: u32) -> i64 {
     (RESTART_BACKOFF_BASE_MS << doublings).min(RESTART_BACKOFF_MAX_MS)
 }
 
-fn newest<'a>(tasks: &[&'a Task]) -> Option<&'a Task> {
+/// The task of a slot created last.
+pub(crate) fn newest<'a>(tasks: &[&'a Task]) -> Option<&'a Task> {
     tasks.iter().copied().max_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)))
 }
 

@@ -177,8 +177,7 @@ impl SlotTasks<'_> {
     /// No task runs the slot because berth stopped its last one: it is
     /// stopping still, or down and waiting for its replacement.
     fn is_being_replaced(&self) -> bool {
-        let newest = self.all.iter().max_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
-        newest.is_some_and(|t| t.desired == crate::DesiredState::Shutdown)
+        crate::orchestrator::newest(&self.all).is_some_and(|t| t.desired == crate::DesiredState::Shutdown)
     }
 }
 
