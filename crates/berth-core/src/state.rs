@@ -651,15 +651,7 @@ impl ClusterState {
             }
             Command::RemoveService { name } => {
                 self.service(name).ok_or_else(|| CoreError::not_found("service", name))?;
-                let dependents: Vec<&str> = self
-                    .services
-                    .values()
-                    .filter(|s| {
-                        s.spec.links.iter().any(|l| l.service == *name)
-                            || s.spec.depends_on.iter().any(|d| d.service == *name)
-                    })
-                    .map(|s| s.spec.name.as_str())
-                    .collect();
+                let dependents = self.dependents(&BTreeSet::from([name.as_str()]), |_| false);
                 if !dependents.is_empty() {
                     return Err(CoreError::Conflict(format!(
                         "service '{name}' is linked from or depended on by {}; remove or update those first",
@@ -784,17 +776,26 @@ impl ClusterState {
 
     /// Services outside `stack` must not link to or depend on `names`.
     fn check_no_outside_dependents(&self, stack: &str, names: &BTreeSet<&str>) -> Result<(), CoreError> {
-        let dependent = self.services.values().filter(|s| s.spec.stack != stack).find(|s| {
-            s.spec.links.iter().any(|l| names.contains(l.service.as_str()))
-                || s.spec.depends_on.iter().any(|d| names.contains(d.service.as_str()))
-        });
-        match dependent {
-            Some(s) => Err(CoreError::Conflict(format!(
-                "service '{}' outside stack '{stack}' links to or depends on a service this would remove",
-                s.spec.name
+        match self.dependents(names, |s| s.spec.stack == stack).first() {
+            Some(name) => Err(CoreError::Conflict(format!(
+                "service '{name}' outside stack '{stack}' links to or depends on a service this would remove"
             ))),
             None => Ok(()),
         }
+    }
+
+    /// The services, besides the `ignored` ones, that link to or depend on
+    /// one of `names`: what removing those would break.
+    fn dependents(&self, names: &BTreeSet<&str>, ignored: impl Fn(&Service) -> bool) -> Vec<&str> {
+        self.services
+            .values()
+            .filter(|s| !ignored(s))
+            .filter(|s| {
+                s.spec.links.iter().any(|l| names.contains(l.service.as_str()))
+                    || s.spec.depends_on.iter().any(|d| names.contains(d.service.as_str()))
+            })
+            .map(|s| s.spec.name.as_str())
+            .collect()
     }
 
     /// Applies one committed request at `index`. Returns the response for
