@@ -9,7 +9,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Build scripts are single-threaded; prost-build reads PROTOC.
     std::env::set_var("PROTOC", protoc);
 
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("proto");
+    // Read at run time, as in berth-proto: a compile-time path would point
+    // at whichever checkout first built this script.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("proto");
     let file = root.join("etcd_kv.proto");
     tonic_prost_build::configure().build_server(false).compile_protos(std::slice::from_ref(&file), &[root])?;
     println!("cargo:rerun-if-changed={}", file.display());
