@@ -14,7 +14,9 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use bollard::query_parameters::{KillContainerOptions, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::query_parameters::{
+    KillContainerOptions, ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
+};
 use bollard::Docker;
 
 /// Built by `scripts/build-test-image.sh`: static busybox (sleep, sh, httpd,
@@ -205,6 +207,17 @@ impl Engine {
                     // Removed meanwhile, or already being removed.
                     Err(bollard::errors::Error::DockerResponseServerError { status_code: 404 | 409, .. }) => {}
                     Err(e) => return Err(anyhow!(e).context(format!("removing container {}", container.name))),
+                }
+            }
+            // The nodes' stack networks, now that nothing uses them.
+            let filters = HashMap::from([("label", vec![format!("berth.node={node_id}")])]);
+            let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
+            for network in self.docker.list_networks(Some(options)).await? {
+                if let Some(id) = network.id {
+                    match self.docker.remove_network(&id).await {
+                        Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+                        Err(e) => return Err(anyhow!(e).context(format!("removing network {id}"))),
+                    }
                 }
             }
         }

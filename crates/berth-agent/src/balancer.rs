@@ -7,21 +7,30 @@
 //! checked), at the host port their agent published on their node. A task
 //! told to stop leaves the table at once, before its agent stops it.
 //!
-//! `routes_from` is the pure part: the cluster's records in, a route table
-//! out.
+//! The same proxy carries discovery across nodes (`berth_core::discovery`):
+//! on each stack network of this node it listens at the virtual IP of every
+//! service the stack's containers may name, on that service's declared
+//! ports, and forwards to the service's ready tasks on any node.
+//!
+//! `routes_from` is the pure part: the cluster's records and this node's
+//! virtual IP ranges in, a route table out.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use berth_core::discovery::{targets_of_stack, Reachable};
 use berth_core::ServiceSpec;
 use berth_proto::v1 as pb;
 use berth_proto::v1::cluster_api_client::ClusterApiClient;
 use berth_proto::v1::watch_event::Change;
 use berth_proxy::{Backend, Balance, ProxyConfig, ProxyHandle, Route, RouteTable};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
+
+use crate::runtime::VipRanges;
 
 /// Wait before following again after the managers could not be reached.
 pub const RECONNECT_MS: u64 = 500;
@@ -80,8 +89,9 @@ fn node_ip(node: &pb::Node) -> Option<IpAddr> {
     address.parse::<SocketAddr>().map(|a| a.ip()).ok().or_else(|| address.parse::<IpAddr>().ok())
 }
 
-/// The route table for the cluster as `view` records it.
-pub fn routes_from(view: &ClusterView) -> RouteTable {
+/// The route table for the cluster as `view` records it, with the virtual
+/// IPs of this node's stack networks, `ranges`.
+pub fn routes_from(view: &ClusterView, ranges: &VipRanges) -> RouteTable {
     let mut by_service: BTreeMap<&str, Vec<&pb::Task>> = BTreeMap::new();
     for task in view.tasks.values() {
         if task.desired_state == "running" && task.ready && !task.endpoints.is_empty() {
@@ -103,12 +113,16 @@ pub fn routes_from(view: &ClusterView) -> RouteTable {
         backends.sort_by(|a, b| a.id.cmp(&b.id));
         backends
     };
+    // The spec's own reading of its hosts and ports, the one its tasks'
+    // agents published by, so the two never disagree.
+    let services: Vec<(&pb::Service, ServiceSpec)> = view
+        .services
+        .values()
+        .filter_map(|s| Some((s, s.spec.clone().and_then(|spec| berth_api::spec_from_proto(spec).ok())?)))
+        .collect();
     let mut table = RouteTable::default();
-    for service in view.services.values() {
-        // The spec's own reading of its hosts and ports, the one its tasks'
-        // agents published by, so the two never disagree.
-        let Some(spec) = service.spec.clone().and_then(|s| berth_api::spec_from_proto(s).ok()) else { continue };
-        let balance = balance(&spec);
+    for (service, spec) in &services {
+        let balance = balance(spec);
         if let Some(port) = spec.http_port() {
             for host in spec.virtual_host_names() {
                 table.http.insert(host.to_ascii_lowercase(), Route { backends: backends(service, port), balance });
@@ -118,18 +132,39 @@ pub fn routes_from(view: &ClusterView) -> RouteTable {
             table.tcp.insert(port, Route { backends: backends(service, port), balance });
         }
     }
+    let reachable: Vec<Reachable<'_>> =
+        services.iter().map(|(service, spec)| Reachable { spec, virtual_ip: service.virtual_ip }).collect();
+    for (stack, range) in ranges {
+        for target in targets_of_stack(stack, &reachable) {
+            let Some(ip) = range.address(target.virtual_ip) else { continue };
+            let Some((service, _)) = services.iter().find(|(_, spec)| spec.name == target.spec.name) else {
+                continue;
+            };
+            let balance = balance(target.spec);
+            for port in target.spec.reachable_ports() {
+                let addr = SocketAddr::new(IpAddr::V4(ip), port);
+                table.tcp_at.insert(addr, Route { backends: backends(service, port), balance });
+            }
+        }
+    }
     table
 }
 
-/// Starts the proxy and follows the cluster until `shutdown`. A proxy that
-/// cannot bind its port is reported and left off: the agent's own work
-/// does not depend on it.
-pub async fn run(http_listen: SocketAddr, managers: Vec<String>, shutdown: CancellationToken) {
-    let config = ProxyConfig { http_listen: Some(http_listen), ..ProxyConfig::default() };
+/// Starts the proxy, serving HTTP on `http_listen` if given, and follows
+/// the cluster and this node's virtual IP `ranges` until `shutdown`. A
+/// proxy that cannot bind its port is reported and left off: the agent's
+/// own work does not depend on it.
+pub async fn run(
+    http_listen: Option<SocketAddr>,
+    managers: Vec<String>,
+    ranges: watch::Receiver<VipRanges>,
+    shutdown: CancellationToken,
+) {
+    let config = ProxyConfig { http_listen, ..ProxyConfig::default() };
     let proxy = match berth_proxy::start(config, shutdown.clone()).await {
         Ok(proxy) => proxy,
         Err(e) => {
-            warn!(error = %e, %http_listen, "the load balancer is off: cannot start it (see --proxy-http-listen)");
+            warn!(error = %e, ?http_listen, "the load balancer is off: cannot start it (see --proxy-http-listen)");
             return;
         }
     };
@@ -138,7 +173,7 @@ pub async fn run(http_listen: SocketAddr, managers: Vec<String>, shutdown: Cance
     while !shutdown.is_cancelled() {
         let manager = &managers[turn % managers.len().max(1)];
         turn += 1;
-        if let Err(e) = follow(manager, &proxy, &shutdown).await {
+        if let Err(e) = follow(manager, &proxy, ranges.clone(), &shutdown).await {
             debug!(%manager, error = %e, "load balancer lost the cluster; following again");
         }
         tokio::select! {
@@ -148,8 +183,14 @@ pub async fn run(http_listen: SocketAddr, managers: Vec<String>, shutdown: Cance
     }
 }
 
-/// Lists the cluster, then applies its changes, until the stream ends.
-async fn follow(manager: &str, proxy: &ProxyHandle, shutdown: &CancellationToken) -> Result<(), String> {
+/// Lists the cluster, then applies its changes and those of `ranges`, until
+/// the stream ends.
+async fn follow(
+    manager: &str,
+    proxy: &ProxyHandle,
+    mut ranges: watch::Receiver<VipRanges>,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
     let channel = Endpoint::from_shared(format!("http://{manager}"))
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
@@ -178,12 +219,21 @@ async fn follow(manager: &str, proxy: &ProxyHandle, shutdown: &CancellationToken
         tasks: tasks.tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
         nodes: nodes.nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
     };
-    publish(proxy, &view).await;
+    let current = ranges.borrow_and_update().clone();
+    publish(proxy, &view, &current).await;
+    // A runtime without virtual IPs drops its sender: nothing will change.
+    let mut ranges_open = true;
     let mut stream =
         client.watch(pb::WatchRequest { from_index: from_index.max(1) }).await.map_err(|e| e.to_string())?.into_inner();
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
+            changed = ranges.changed(), if ranges_open => {
+                ranges_open = changed.is_ok();
+                let current = ranges.borrow_and_update().clone();
+                publish(proxy, &view, &current).await;
+                continue;
+            }
             event = stream.message() => event.map_err(|e| e.to_string())?.ok_or("the watch ended")?,
         };
         let Some(change) = event.change else { continue };
@@ -206,14 +256,15 @@ async fn follow(manager: &str, proxy: &ProxyHandle, shutdown: &CancellationToken
             }
         }
         if changed {
-            publish(proxy, &view).await;
+            let current = ranges.borrow_and_update().clone();
+            publish(proxy, &view, &current).await;
         }
     }
 }
 
-async fn publish(proxy: &ProxyHandle, view: &ClusterView) {
-    let table = routes_from(view);
-    debug!(http = table.http.len(), tcp = table.tcp.len(), "load balancer routes");
+async fn publish(proxy: &ProxyHandle, view: &ClusterView, ranges: &VipRanges) {
+    let table = routes_from(view, ranges);
+    debug!(http = table.http.len(), tcp = table.tcp.len(), virtual_ips = table.tcp_at.len(), "load balancer routes");
     if let Err(e) = proxy.set_routes(table).await {
         warn!(error = %e, "the load balancer refused a route table");
     }
@@ -267,7 +318,7 @@ mod tests {
         view.tasks.insert("t2".into(), task("t2", "web", "n2", true, "running", 8080, 32002));
         view.tasks.insert("t3".into(), task("t3", "web", "n2", false, "running", 8080, 32003));
         view.tasks.insert("t4".into(), task("t4", "web", "n1", true, "shutdown", 8080, 32004));
-        let table = routes_from(&view);
+        let table = routes_from(&view, &VipRanges::new());
         let route = &table.http["shop.test"];
         let addrs: Vec<String> = route.backends.iter().map(|b| b.addr.to_string()).collect();
         assert_eq!(addrs, vec!["10.0.0.1:32001", "10.0.0.2:32002"], "not ready and stopping tasks are left out");
@@ -279,7 +330,7 @@ mod tests {
         let mut view = view();
         view.services.insert("db".into(), service("db", &[("TCP_PORTS", "5432, x"), ("BALANCE", "leastconn")], &[]));
         view.tasks.insert("t1".into(), task("t1", "db", "n1", true, "running", 5432, 31000));
-        let table = routes_from(&view);
+        let table = routes_from(&view, &VipRanges::new());
         assert_eq!(table.tcp[&5432].backends.len(), 1);
         assert_eq!(table.tcp[&5432].balance, Balance::LeastConnections);
         assert!(table.http.is_empty());
@@ -290,6 +341,6 @@ mod tests {
         let mut view = view();
         view.services.insert("worker".into(), service("worker", &[], &[]));
         view.tasks.insert("t1".into(), task("t1", "worker", "n1", true, "running", 80, 31000));
-        assert_eq!(routes_from(&view), RouteTable::default());
+        assert_eq!(routes_from(&view, &VipRanges::new()), RouteTable::default());
     }
 }

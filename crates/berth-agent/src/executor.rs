@@ -18,7 +18,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::runtime::{ContainerInfo, ContainerSpec, RegistryLogin, Runtime, RuntimeError, RuntimeEvent, SecretFile};
+use crate::runtime::{
+    ContainerInfo, ContainerSpec, DiscoveryHost, RegistryLogin, Runtime, RuntimeError, RuntimeEvent, SecretFile,
+};
 
 /// How long a stopping container gets before it is killed.
 pub const STOP_GRACE_MS: u64 = 3_000;
@@ -28,11 +30,13 @@ pub const STOP_GRACE_MS: u64 = 3_000;
 pub const DRAIN_MS: u64 = 300;
 
 /// What the leader sends beside a task for its start only, and the agent
-/// never stores: the content of its secrets, and registry credentials.
+/// never stores: the content of its secrets, registry credentials, and the
+/// names its container resolves through the node proxy.
 #[derive(Debug, Clone, Default)]
 pub struct Delivered {
     pub secrets: Vec<SecretFile>,
     pub registry: Option<RegistryLogin>,
+    pub discovery: Vec<DiscoveryHost>,
 }
 
 /// What the agent tells the leader about one task.
@@ -270,6 +274,7 @@ impl Executor {
         let mut spec = ContainerSpec::from_task(&task, &self.node_id);
         spec.secrets = extras.secrets;
         spec.registry = extras.registry;
+        spec.discovery = extras.discovery;
         let mut report = StatusReport {
             task_id: task.id.clone(),
             state: TaskState::Starting,
@@ -287,8 +292,8 @@ impl Executor {
                 report.state = TaskState::Running;
                 report.health = if task.spec.health.is_some() { Health::Starting } else { Health::None };
                 report.container_id = container_id.clone();
-                if !spec.balanced_ports.is_empty() {
-                    match self.runtime.endpoints(&container_id, &spec.balanced_ports).await {
+                if !spec.proxied_ports.is_empty() {
+                    match self.runtime.endpoints(&container_id, &spec.proxied_ports).await {
                         Ok(endpoints) => report.endpoints = endpoints,
                         Err(error) => {
                             warn!(%error, "cannot read the task's published ports; proxies will not reach it")

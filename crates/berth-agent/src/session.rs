@@ -17,7 +17,7 @@ use tonic::transport::Endpoint;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::executor::{Delivered, Executor, StatusReport};
-use crate::runtime::{ImageTagged, RegistryLogin, Runtime, SecretFile};
+use crate::runtime::{DiscoveryHost, ImageTagged, RegistryLogin, Runtime, SecretFile};
 use crate::AgentError;
 
 pub const CONNECT_TIMEOUT_MS: u64 = 500;
@@ -63,9 +63,13 @@ pub async fn run(
     }
     let mut executor: Option<Executor> = None;
     let images = Arc::new(tokio::sync::Mutex::new(watch_images(runtime.clone(), shutdown.clone())));
-    if let Some(listen) = config.proxy_http_listen {
-        tokio::spawn(crate::balancer::run(listen, config.managers.clone(), shutdown.clone()));
-    }
+    // Even without HTTP, the proxy carries discovery across nodes.
+    tokio::spawn(crate::balancer::run(
+        config.proxy_http_listen,
+        config.managers.clone(),
+        runtime.virtual_ip_ranges(),
+        shutdown.clone(),
+    ));
     let mut next = 0usize;
     let mut redirect: Option<String> = None;
     let mut backoff = RECONNECT_MIN_MS;
@@ -235,6 +239,10 @@ fn delivered(assignment: &mut pb::Assignment) -> Delivered {
             username: r.username,
             password: r.password,
         }),
+        discovery: std::mem::take(&mut assignment.discovery)
+            .into_iter()
+            .map(|d| DiscoveryHost { name: d.name, virtual_ip: d.virtual_ip })
+            .collect(),
     }
 }
 

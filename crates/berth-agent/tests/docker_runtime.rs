@@ -19,8 +19,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use berth_agent::runtime::{
-    stack_network_name, ContainerSpec, DockerRuntime, DockerRuntimeConfig, Runtime, RuntimeError, RuntimeEvent,
-    RuntimeEventStream, LABEL_NODE, LABEL_SERVICE, LABEL_SLOT, LABEL_STACK, LABEL_TASK,
+    stack_network_name, ContainerSpec, DiscoveryHost, DockerRuntime, DockerRuntimeConfig, Runtime, RuntimeError,
+    RuntimeEvent, RuntimeEventStream, LABEL_NODE, LABEL_SERVICE, LABEL_SLOT, LABEL_STACK, LABEL_TASK,
 };
 use berth_core::{
     Health, HealthCheck, PortMapping, Protocol, ServiceLink, ServiceSpec, Task, TaskState, VolumeKind, VolumeMount,
@@ -693,7 +693,7 @@ async fn stack_containers_reach_each_other_by_service_name() {
         "3: web unreachable by short name, 4: by full name, 5: by link alias, 6: nslookup failed"
     );
 
-    let network_name = stack_network_name(&stack.name);
+    let network_name = stack_network_name(&stack.name, &node.id);
     let network = runtime.client().inspect_network(&network_name, None).await.expect("the stack network exists");
     assert_eq!(network.driver.as_deref(), Some("bridge"));
     assert_eq!(network.labels.unwrap_or_default().get(LABEL_STACK), Some(&stack.name));
@@ -717,9 +717,63 @@ async fn a_standalone_container_stays_on_the_default_network() {
     assert_eq!(networks.keys().collect::<Vec<_>>(), vec!["bridge"]);
 }
 
+/// A discovery name becomes a line of the container's /etc/hosts naming a
+/// virtual IP from the upper half of the stack network's subnet, assigned
+/// to the network's bridge, and published for the node proxy; a container
+/// connecting to the name reaches whatever listens there on the host.
+#[tokio::test]
+async fn discovery_names_resolve_to_virtual_ips_on_the_stack_networks_bridge() {
+    let Some(runtime) = docker_runtime("discovery_names_resolve_to_virtual_ips_on_the_stack_networks_bridge").await
+    else {
+        return;
+    };
+    let stack = TestStack::new();
+    let node = TestNode::new();
+    let ranges = runtime.virtual_ip_ranges();
+    let api = DiscoveryHost { name: "api".into(), virtual_ip: 3 };
+    let mut first = stack.task(&node, "first", &["sleep", "300"]);
+    first.discovery = vec![api.clone()];
+    let first_id = runtime.create_and_start(&first).await.expect("start first");
+
+    let range = ranges.borrow().get(&stack.name).cloned().expect("the stack network's range is published");
+    let vip = range.address(3).expect("room for number 3");
+    let network = runtime
+        .client()
+        .inspect_network(&stack_network_name(&stack.name, &node.id), None)
+        .await
+        .expect("the stack network exists");
+    let config = network.ipam.and_then(|i| i.config).unwrap_or_default();
+    let subnet: ipnet::Ipv4Net = config[0].subnet.as_deref().expect("a subnet").parse().expect("IPv4 subnet");
+    assert!(subnet.contains(&vip) && !range.block.contains(&subnet.network()), "{vip} in the upper half of {subnet}");
+    let lower_half = subnet.subnets(subnet.prefix_len() + 1).expect("halves").next().expect("a lower half");
+    assert_eq!(config[0].ip_range.as_deref(), Some(lower_half.to_string().as_str()), "containers stay below");
+    let inspect = runtime.client().inspect_container(&first_id, None).await.expect("inspect");
+    let hosts = inspect.host_config.and_then(|h| h.extra_hosts).unwrap_or_default();
+    assert_eq!(hosts, vec![format!("api:{vip}")]);
+    let addresses = Command::new("ip").args(["-4", "address", "show", "dev", &range.bridge]).output().expect("ip");
+    assert!(String::from_utf8_lossy(&addresses.stdout).contains(&format!("{vip}/32")), "{vip} is on {}", range.bridge);
+
+    // What listens on the virtual IP (the node proxy, in an agent) answers
+    // a container asking for the name.
+    let listener = TcpListener::bind((vip, 0)).expect("listen on the virtual IP");
+    let port = listener.local_addr().expect("address").port();
+    let accepted = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("a connection from the container");
+        let mut said = String::new();
+        stream.read_to_string(&mut said).expect("read");
+        said
+    });
+    let mut caller = stack.task(&node, "caller", &["sh", "-c", &format!("echo hello | nc api {port}")]);
+    caller.discovery = vec![api];
+    let (_, exit_code) = run_to_exit(&runtime, &caller).await;
+    assert_eq!(exit_code, Some(0), "nc api {port} failed");
+    assert_eq!(accepted.join().expect("listener thread").trim(), "hello");
+}
+
 /// On engines before API 1.44 (Docker 20.10) the two runtimes usually both
 /// create the network here; the duplicate must be gone by the time every
-/// container has started.
+/// container has started. Two runtimes of one node: an agent restarted
+/// while its predecessor still worked (each node has networks of its own).
 #[tokio::test]
 async fn agents_racing_to_create_a_stack_network_end_up_sharing_one() {
     let Some(first) = docker_runtime("agents_racing_to_create_a_stack_network_end_up_sharing_one").await else {
@@ -728,9 +782,10 @@ async fn agents_racing_to_create_a_stack_network_end_up_sharing_one() {
     // A second client, as a second agent on the same engine would have.
     let second = DockerRuntime::connect(DockerRuntimeConfig::default()).await.expect("second client");
     let stack = TestStack::new();
-    let (node_a, node_b) = (TestNode::new(), TestNode::new());
+    let node = TestNode::new();
     let mut starts = Vec::new();
-    for (runtime, node) in [(&first, &node_a), (&second, &node_b)] {
+    for runtime in [&first, &second] {
+        let node = &node;
         for i in 0..RACING_CONTAINERS_PER_AGENT {
             let spec = stack.task(node, &format!("s{i}"), &["sleep", "300"]);
             starts.push(async move { (runtime.create_and_start(&spec).await, spec.name) });
@@ -740,7 +795,7 @@ async fn agents_racing_to_create_a_stack_network_end_up_sharing_one() {
 
     let networks = stack.network_ids();
     assert_eq!(networks.len(), 1, "one network for the stack: {networks:?}");
-    let network_name = stack_network_name(&stack.name);
+    let network_name = stack_network_name(&stack.name, &node.id);
     for (result, name) in started {
         let id = result.unwrap_or_else(|e| panic!("{name} did not start: {e}"));
         let (network_id, _) = endpoint(&first, &id, &network_name).await;
@@ -775,9 +830,9 @@ impl TestStack {
     /// Creates a network of the stack's name and label behind the runtime's
     /// back, as a racing agent would; `None` when the engine refuses a
     /// second network of one name (API 1.44 and later).
-    async fn create_network_directly(&self, runtime: &DockerRuntime) -> Option<String> {
+    async fn create_network_directly(&self, runtime: &DockerRuntime, node: &TestNode) -> Option<String> {
         let request = bollard::models::NetworkCreateRequest {
-            name: stack_network_name(&self.name),
+            name: stack_network_name(&self.name, &node.id),
             driver: Some("bridge".into()),
             labels: Some([(LABEL_STACK.to_string(), self.name.clone())].into()),
             ..Default::default()
@@ -814,7 +869,7 @@ async fn duplicate_stack_networks_are_brought_back_to_the_one_in_use() {
     let node = TestNode::new();
     let mut in_use = None;
     for _ in 0..NETWORK_ID_DRAWS {
-        let id = stack.create_network_directly(&runtime).await.expect("no network yet");
+        let id = stack.create_network_directly(&runtime, &node).await.expect("no network yet");
         if id.as_str() >= "8" {
             in_use = Some(id);
             break;
@@ -829,7 +884,7 @@ async fn duplicate_stack_networks_are_brought_back_to_the_one_in_use() {
     // be wrong.
     let mut drawn = false;
     for _ in 0..NETWORK_ID_DRAWS {
-        let Some(duplicate) = stack.create_network_directly(&runtime).await else {
+        let Some(duplicate) = stack.create_network_directly(&runtime, &node).await else {
             eprintln!("this engine keeps network names unique; nothing to bring back to one");
             return;
         };
@@ -844,6 +899,6 @@ async fn duplicate_stack_networks_are_brought_back_to_the_one_in_use() {
 
     let id = runtime.create_and_start(&stack.task(&node, "web", &["sleep", "300"])).await.expect("start");
     assert_eq!(stack.network_ids(), vec![in_use.clone()]);
-    let (network_id, _) = endpoint(&runtime, &id, &stack_network_name(&stack.name)).await;
+    let (network_id, _) = endpoint(&runtime, &id, &stack_network_name(&stack.name, &node.id)).await;
     assert_eq!(network_id, in_use);
 }

@@ -394,6 +394,7 @@ pub fn service_to_proto(service: &Service, progress: RolloutProgress) -> pb::Ser
             in_flight: progress.in_flight,
             failed: progress.failed,
         }),
+        virtual_ip: service.virtual_ip,
     }
 }
 

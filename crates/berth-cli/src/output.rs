@@ -803,6 +803,7 @@ mod tests {
             }),
             previous_spec: None,
             rollout: None,
+            virtual_ip: 0,
         }
     }
 

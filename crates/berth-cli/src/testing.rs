@@ -123,6 +123,7 @@ impl FakeCluster {
             spec: Some(spec),
             previous_spec: None,
             rollout: None,
+            virtual_ip: 0,
         };
         state.services.insert(service.name.clone(), service.clone());
         service
@@ -183,6 +184,7 @@ impl ClusterApi for Fake {
             spec: Some(spec),
             previous_spec: None,
             rollout: None,
+            virtual_ip: 0,
         };
         state.services.insert(service.name.clone(), service.clone());
         Ok(Response::new(proto::ServiceReply { service: Some(service), index: state.last_index }))

@@ -5,6 +5,7 @@
 //! are passed in by the caller, so applying the same commands to the same
 //! state always gives the same result.
 
+pub mod discovery;
 pub mod error;
 pub mod node;
 pub mod orchestrator;

@@ -324,9 +324,33 @@ impl ServiceSpec {
         ports
     }
 
-    /// Whether node proxies route to this service.
+    /// Whether node proxies route to this service, by virtual host, TCP
+    /// port or service name: its tasks are drained before they stop.
     pub fn is_load_balanced(&self) -> bool {
-        !self.balanced_ports().is_empty()
+        !self.reachable_ports().is_empty()
+    }
+
+    /// Every TCP container port the service declares: the balanced ports,
+    /// `expose`, and the container side of `ports`. Node proxies listen on
+    /// these for the service's name, and agents publish on free host ports
+    /// those that `ports` does not already publish.
+    pub fn reachable_ports(&self) -> Vec<u16> {
+        let published = self.ports.iter().filter(|p| p.protocol == Protocol::Tcp).map(|p| p.container_port);
+        let mut ports: Vec<u16> = self.balanced_ports();
+        for port in self.expose.iter().copied().chain(published) {
+            if port > 0 && !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+        ports
+    }
+
+    /// The name within its stack: `web` for `shop_web` of stack `shop`.
+    pub fn short_name(&self) -> Option<&str> {
+        if self.stack.is_empty() {
+            return None;
+        }
+        self.name.strip_prefix(self.stack.as_str()).and_then(|rest| rest.strip_prefix('_')).filter(|s| !s.is_empty())
     }
 
     pub fn replicas(&self) -> Option<u32> {

@@ -233,6 +233,8 @@ pub struct Service {
     pub rollout: Option<Rollout>,
     /// The image id the last autoredeploy rolled out.
     pub autoredeployed_image_id: String,
+    /// Its virtual IP number for discovery across nodes (`discovery`).
+    pub virtual_ip: u32,
 }
 
 impl Service {
@@ -247,6 +249,7 @@ impl Service {
             previous_spec: None,
             rollout: None,
             autoredeployed_image_id: String::new(),
+            virtual_ip: 0,
         }
     }
 }
@@ -831,7 +834,7 @@ impl ClusterState {
                 Outcome::ManagerId(self.last_manager_id)
             }
             Command::CreateService { id, spec } => {
-                self.upsert_service(Service::new(id.clone(), spec.clone(), index, now), changes)
+                self.create_service(Service::new(id.clone(), spec.clone(), index, now), changes)
             }
             Command::UpdateService { name, spec, .. } => {
                 self.modify_service(name, index, now, changes, |service| update_spec(service, spec, now))
@@ -845,7 +848,7 @@ impl ClusterState {
                 for (id, spec) in services {
                     if plan.create.contains(&spec.name) {
                         let service = Service::new(id.clone(), spec.clone(), index, now);
-                        self.upsert_service(service, changes);
+                        self.create_service(service, changes);
                     } else if plan.update.contains(&spec.name) {
                         self.modify_service(&spec.name, index, now, changes, |service| update_spec(service, spec, now));
                     }
@@ -1249,6 +1252,13 @@ impl ClusterState {
         self.upsert_service(service, changes)
     }
 
+    /// Records a service that did not exist, with a virtual IP number of
+    /// its own.
+    fn create_service(&mut self, mut service: Service, changes: &mut Vec<Change>) -> Outcome {
+        service.virtual_ip = crate::discovery::free_virtual_ip(self.services.values().map(|s| s.virtual_ip));
+        self.upsert_service(service, changes)
+    }
+
     fn upsert_service(&mut self, service: Service, changes: &mut Vec<Change>) -> Outcome {
         self.service_ids.insert(service.spec.name.clone(), service.id.clone());
         self.services.insert(service.id.clone(), service.clone());
@@ -1333,6 +1343,23 @@ mod tests {
         let update = Command::UpdateService { name: "web".into(), spec, expected_version: 5 };
         let (updated, _) = state.apply(9, &request("b", update));
         assert!(matches!(updated, Ok(Outcome::Service(ref s)) if s.version == 9 && s.spec.image == "busybox:2"));
+    }
+
+    #[test]
+    fn each_service_gets_the_lowest_free_virtual_ip_number_and_keeps_it() {
+        let mut state = ClusterState::default();
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            let _ = state.apply(i as u64 + 1, &request(name, create(name)));
+        }
+        let number = |state: &ClusterState, name: &str| state.service(name).map(|s| s.virtual_ip);
+        assert_eq!([number(&state, "a"), number(&state, "b"), number(&state, "c")], [Some(1), Some(2), Some(3)]);
+        let _ = state.apply(4, &request("rm", Command::RemoveService { name: "b".into() }));
+        let spec = ServiceSpec::new("a", "busybox:2");
+        let update = Command::UpdateService { name: "a".into(), spec, expected_version: 1 };
+        let _ = state.apply(5, &request("up", update));
+        let _ = state.apply(6, &request("d", create("d")));
+        assert_eq!(number(&state, "a"), Some(1), "an update keeps the number");
+        assert_eq!(number(&state, "d"), Some(2), "a freed number is handed out again");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use berth_core::discovery::{names_for, Reachable};
 use berth_core::token::Role;
 use berth_core::{Command, NodeStatus, NodeStatusUpdate, Outcome, Resources, TaskStatus};
 use berth_proto::v1 as pb;
@@ -304,7 +305,18 @@ fn assignments_of(state: &berth_core::ClusterState, node_id: &str, key: Option<&
             spec: Some(spec_to_proto(&t.spec)),
             secrets: if t.is_live() { opened_secrets(state, t, key) } else { Vec::new() },
             registry: if t.is_live() { registry_credentials(state, t, key) } else { None },
+            discovery: if t.is_live() { discovery_names(state, &t.spec) } else { Vec::new() },
         })
+        .collect()
+}
+
+/// The names a task's container resolves through its node's proxy.
+fn discovery_names(state: &berth_core::ClusterState, spec: &berth_core::ServiceSpec) -> Vec<pb::DiscoveryName> {
+    let services: Vec<Reachable<'_>> =
+        state.services().map(|s| Reachable { spec: &s.spec, virtual_ip: s.virtual_ip }).collect();
+    names_for(spec, &services)
+        .into_iter()
+        .map(|n| pb::DiscoveryName { name: n.name, virtual_ip: n.virtual_ip })
         .collect()
 }
 

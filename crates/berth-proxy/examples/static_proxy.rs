@@ -78,6 +78,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let routes = RouteTable {
         http: args.hosts.iter().map(|host| (host.clone(), route.clone())).collect(),
         tcp: args.tcp_ports.iter().map(|&port| (port, route.clone())).collect(),
+        ..RouteTable::default()
     };
 
     let shutdown = CancellationToken::new();

@@ -11,10 +11,10 @@ pub enum ProxyError {
     HttpListen { addr: SocketAddr, source: io::Error },
 
     #[error(
-        "cannot listen on {addr} for the TCP route of port {port}: {source}; the rest of the route table is in \
-         force and the port is tried again on the next set_routes"
+        "cannot listen on {addr} for a TCP route: {source}; the rest of the route table is in force and the \
+         address is tried again on the next set_routes"
     )]
-    TcpListen { port: u16, addr: SocketAddr, source: io::Error },
+    TcpListen { addr: SocketAddr, source: io::Error },
 
     #[error("invalid HTTP route host {host:?}: {reason}")]
     InvalidHost { host: String, reason: &'static str },
@@ -24,6 +24,9 @@ pub enum ProxyError {
 
     #[error("invalid TCP route port 0: a route needs the fixed port to listen on (1-65535)")]
     InvalidPort,
+
+    #[error("two TCP routes listen on {addr}")]
+    DuplicateTcpAddress { addr: SocketAddr },
 
     #[error("the proxy has shut down; start a new one")]
     Stopped,

@@ -5,6 +5,7 @@
 //! that leave are handed back for retiring. Building does no I/O.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -35,7 +36,7 @@ impl LiveRoute {
 pub(crate) struct LiveTable {
     exact: HashMap<Box<str>, Arc<LiveRoute>>,
     wildcard: HashMap<Box<str>, Arc<LiveRoute>>,
-    tcp: HashMap<u16, Arc<LiveRoute>>,
+    tcp: HashMap<SocketAddr, Arc<LiveRoute>>,
     backends: HashMap<Backend, Arc<BackendState>>,
 }
 
@@ -57,17 +58,23 @@ impl LiveTable {
         wildcard_suffixes(host).find_map(|suffix| self.wildcard.get(suffix))
     }
 
-    pub(crate) fn tcp_route(&self, port: u16) -> Option<&Arc<LiveRoute>> {
-        self.tcp.get(&port)
+    /// The route of the TCP listener on `addr`.
+    pub(crate) fn tcp_route(&self, addr: SocketAddr) -> Option<&Arc<LiveRoute>> {
+        self.tcp.get(&addr)
     }
 
-    pub(crate) fn tcp_ports(&self) -> impl Iterator<Item = u16> + '_ {
+    pub(crate) fn tcp_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.tcp.keys().copied()
     }
 
     /// Builds the live form of `routes`, reusing `previous`'s state for every
-    /// backend (same task id and address) that stays.
-    pub(crate) fn compile(routes: &RouteTable, previous: &LiveTable) -> Result<Compiled, ProxyError> {
+    /// backend (same task id and address) that stays. Port routes listen on
+    /// `tcp_listen_ip`.
+    pub(crate) fn compile(
+        routes: &RouteTable,
+        previous: &LiveTable,
+        tcp_listen_ip: IpAddr,
+    ) -> Result<Compiled, ProxyError> {
         let mut backends: HashMap<Backend, Arc<BackendState>> = HashMap::new();
         let mut live_route = |name: String, route: &Route, before: Option<&Arc<LiveRoute>>| {
             let members = route
@@ -111,12 +118,16 @@ impl LiveTable {
             };
             map.insert(key.into_boxed_str(), live_route(host.clone(), route, before));
         }
-        for (&port, route) in &routes.tcp {
-            if port == 0 {
+        let by_port = routes.tcp.iter().map(|(&port, route)| (SocketAddr::new(tcp_listen_ip, port), route));
+        for (addr, route) in by_port.chain(routes.tcp_at.iter().map(|(&addr, route)| (addr, route))) {
+            if addr.port() == 0 {
                 return Err(ProxyError::InvalidPort);
             }
-            let live = live_route(format!(":{port}"), route, previous.tcp.get(&port));
-            table.tcp.insert(port, live);
+            if table.tcp.contains_key(&addr) {
+                return Err(ProxyError::DuplicateTcpAddress { addr });
+            }
+            let live = live_route(addr.to_string(), route, previous.tcp.get(&addr));
+            table.tcp.insert(addr, live);
         }
         let retired = previous
             .backends
@@ -144,11 +155,13 @@ mod tests {
     }
 
     fn http(entries: &[(&str, Route)]) -> RouteTable {
-        RouteTable { http: entries.iter().map(|(h, r)| (h.to_string(), r.clone())).collect(), tcp: BTreeMap::new() }
+        RouteTable { http: entries.iter().map(|(h, r)| (h.to_string(), r.clone())).collect(), ..RouteTable::default() }
     }
 
+    const ANY: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+
     fn compile(routes: &RouteTable, previous: &LiveTable) -> Compiled {
-        LiveTable::compile(routes, previous).unwrap_or_else(|e| panic!("{e}"))
+        LiveTable::compile(routes, previous, ANY).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn served_by(table: &LiveTable, host: &str) -> Option<String> {
@@ -177,14 +190,30 @@ mod tests {
     #[test]
     fn two_spellings_of_one_host_are_refused() {
         let a = route(vec![backend("a", 1)]);
-        let err = LiveTable::compile(&http(&[("web.test", a.clone()), ("WEB.test.", a)]), &LiveTable::default());
+        let err = LiveTable::compile(&http(&[("web.test", a.clone()), ("WEB.test.", a)]), &LiveTable::default(), ANY);
         assert!(matches!(err, Err(ProxyError::DuplicateHost { .. })), "{:?}", err.err());
     }
 
     #[test]
     fn tcp_port_zero_is_refused() {
-        let routes = RouteTable { http: BTreeMap::new(), tcp: BTreeMap::from([(0, route(vec![backend("a", 1)]))]) };
-        assert!(matches!(LiveTable::compile(&routes, &LiveTable::default()), Err(ProxyError::InvalidPort)));
+        let routes = RouteTable { tcp: BTreeMap::from([(0, route(vec![backend("a", 1)]))]), ..RouteTable::default() };
+        assert!(matches!(LiveTable::compile(&routes, &LiveTable::default(), ANY), Err(ProxyError::InvalidPort)));
+    }
+
+    #[test]
+    fn a_port_route_and_an_address_route_on_the_same_address_are_refused() {
+        let a = route(vec![backend("a", 1)]);
+        let routes = RouteTable {
+            tcp: BTreeMap::from([(7000, a.clone())]),
+            tcp_at: BTreeMap::from([(SocketAddr::new(ANY, 7000), a.clone())]),
+            ..RouteTable::default()
+        };
+        let err = LiveTable::compile(&routes, &LiveTable::default(), ANY);
+        assert!(matches!(err, Err(ProxyError::DuplicateTcpAddress { .. })), "{:?}", err.err());
+        let vip: SocketAddr = "172.20.128.1:7000".parse().unwrap_or_else(|e| panic!("{e}"));
+        let routes = RouteTable { tcp_at: BTreeMap::from([(vip, a.clone())]), ..routes };
+        let table = compile(&routes, &LiveTable::default()).table;
+        assert!(table.tcp_route(vip).is_some() && table.tcp_route(SocketAddr::new(ANY, 7000)).is_some());
     }
 
     #[test]
@@ -210,10 +239,11 @@ mod tests {
         let routes = RouteTable {
             http: BTreeMap::from([("web.test".to_string(), route(vec![a.clone()]))]),
             tcp: BTreeMap::from([(7000, route(vec![a.clone()]))]),
+            ..RouteTable::default()
         };
         let table = compile(&routes, &LiveTable::default()).table;
         let via_http = table.http_route("web.test").map(|r| Arc::clone(&r.backends[0]));
-        let via_tcp = table.tcp_route(7000).map(|r| Arc::clone(&r.backends[0]));
+        let via_tcp = table.tcp_route(SocketAddr::new(ANY, 7000)).map(|r| Arc::clone(&r.backends[0]));
         assert!(via_http.zip(via_tcp).is_some_and(|(h, t)| Arc::ptr_eq(&h, &t)));
     }
 }

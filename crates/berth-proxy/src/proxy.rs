@@ -94,7 +94,7 @@ impl ProxyHandle {
 struct RouteKeeper {
     table: Arc<ArcSwap<LiveTable>>,
     tcp_listen_ip: IpAddr,
-    listeners: HashMap<u16, Listening>,
+    listeners: HashMap<SocketAddr, Listening>,
     shutdown: CancellationToken,
 }
 
@@ -124,45 +124,45 @@ impl RouteKeeper {
     }
 
     async fn apply(&mut self, routes: &RouteTable) -> Result<(), ProxyError> {
-        let compiled = LiveTable::compile(routes, &self.table.load())?;
+        let compiled = LiveTable::compile(routes, &self.table.load(), self.tcp_listen_ip)?;
         let table = Arc::new(compiled.table);
         self.table.store(Arc::clone(&table));
         for backend in compiled.retired {
             backend.retire();
         }
 
-        let closed: Vec<u16> = self.listeners.keys().copied().filter(|&port| table.tcp_route(port).is_none()).collect();
-        for port in closed {
-            if let Some(listening) = self.listeners.remove(&port) {
+        let closed: Vec<SocketAddr> =
+            self.listeners.keys().copied().filter(|&addr| table.tcp_route(addr).is_none()).collect();
+        for addr in closed {
+            if let Some(listening) = self.listeners.remove(&addr) {
                 listening.stop.cancel();
                 // Once the task is gone the socket is closed: a caller that
                 // sees set_routes return finds the port refusing connections.
                 let _ = listening.task.await;
-                info!(port, "TCP route closed");
+                info!(%addr, "TCP route closed");
             }
         }
 
         let mut first_failure = None;
-        let mut opened: Vec<u16> = table.tcp_ports().filter(|port| !self.listeners.contains_key(port)).collect();
+        let mut opened: Vec<SocketAddr> = table.tcp_addrs().filter(|addr| !self.listeners.contains_key(addr)).collect();
         opened.sort_unstable();
-        for port in opened {
-            let addr = SocketAddr::new(self.tcp_listen_ip, port);
+        for addr in opened {
             match tcp::bind(addr) {
                 Ok(listener) => {
                     let stop = self.shutdown.child_token();
                     let task = tokio::spawn(tcp::serve_port(
-                        port,
+                        addr,
                         listener,
                         Arc::clone(&self.table),
                         stop.clone(),
                         self.shutdown.clone(),
                     ));
-                    self.listeners.insert(port, Listening { stop, task });
+                    self.listeners.insert(addr, Listening { stop, task });
                     info!(%addr, "TCP route listening");
                 }
                 Err(source) => {
                     warn!(%addr, error = %source, "cannot listen for a TCP route; will retry on the next route table");
-                    first_failure.get_or_insert(ProxyError::TcpListen { port, addr, source });
+                    first_failure.get_or_insert(ProxyError::TcpListen { addr, source });
                 }
             }
         }

@@ -42,11 +42,15 @@ pub struct Route {
 /// Everything the proxy serves. `http` keys are host names (`web.test`) or
 /// wildcards (`*.example.test`, matching any name below `example.test` but
 /// not `example.test` itself); an exact name beats a wildcard, and a longer
-/// wildcard beats a shorter one. `tcp` keys are the ports to listen on.
+/// wildcard beats a shorter one. `tcp` keys are the ports to listen on, on
+/// the proxy's TCP address; `tcp_at` keys are whole addresses, such as a
+/// service's virtual IP and port, which need not be local yet when the
+/// table is set (the listener takes connections once the address is).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RouteTable {
     pub http: BTreeMap<String, Route>,
     pub tcp: BTreeMap<u16, Route>,
+    pub tcp_at: BTreeMap<SocketAddr, Route>,
 }
 
 /// A route host from the table, checked and in the form requests are matched in.

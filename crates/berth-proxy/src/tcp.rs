@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, debug_span, warn, Instrument};
@@ -29,19 +30,32 @@ pub const MAX_TCP_CONNECTIONS_PER_PORT: usize = 16_384;
 /// The kernel's queue of connections not yet accepted, per listener.
 pub const LISTEN_BACKLOG: u32 = 1_024;
 
-/// A listening socket with SO_REUSEADDR, so a port closed and routed again
-/// binds at once despite connections still in TIME_WAIT.
+/// A listening socket. SO_REUSEADDR, so a port closed and routed again
+/// binds at once despite connections still in TIME_WAIT. SO_REUSEPORT, so
+/// a route on one address (a service's virtual IP) can listen on a port the
+/// proxy also serves on all addresses (80 for HTTP, say): the kernel hands
+/// a connection to the listener bound to its exact address first. And
+/// IP_FREEBIND, so such an address can be listened on before it is
+/// assigned to an interface.
 pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv4() {
+        socket.set_freebind_v4(true)?;
+    } else {
+        socket.set_freebind_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(LISTEN_BACKLOG).unwrap_or(i32::MAX))?;
+    TcpListener::from_std(socket.into())
 }
 
-/// Accepts on `listener` for the route of `port` until `stop_listening`;
+/// Accepts on `listener` for the route of `addr` until `stop_listening`;
 /// the connections run on until they close or `shutdown`.
 pub(crate) async fn serve_port(
-    port: u16,
+    addr: SocketAddr,
     listener: TcpListener,
     table: Arc<ArcSwap<LiveTable>>,
     stop_listening: CancellationToken,
@@ -63,7 +77,7 @@ pub(crate) async fn serve_port(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    warn!(port, %error, "accepting a TCP client failed");
+                    warn!(%addr, %error, "accepting a TCP client failed");
                     tokio::time::sleep(Duration::from_millis(ACCEPT_ERROR_BACKOFF_MS)).await;
                     continue;
                 }
@@ -73,25 +87,25 @@ pub(crate) async fn serve_port(
         // Its own token, for the reason given in `http::serve`.
         let shutdown = shutdown.child_token();
         tokio::spawn(async move {
-            proxy_connection(port, client, peer, &table, &shutdown).await;
+            proxy_connection(addr, client, peer, &table, &shutdown).await;
             drop(slot);
         });
     }
 }
 
 async fn proxy_connection(
-    port: u16,
+    addr: SocketAddr,
     mut client: TcpStream,
     peer: SocketAddr,
     table: &ArcSwap<LiveTable>,
     shutdown: &CancellationToken,
 ) {
-    let Some(route) = table.load().tcp_route(port).cloned() else {
-        debug!(port, %peer, "port left the route table; closing the connection");
+    let Some(route) = table.load().tcp_route(addr).cloned() else {
+        debug!(%addr, %peer, "address left the route table; closing the connection");
         return;
     };
     if let Err(error) = client.set_nodelay(true) {
-        debug!(port, %peer, %error, "TCP_NODELAY not set");
+        debug!(%addr, %peer, %error, "TCP_NODELAY not set");
     }
     let mut failed = Failed::<MAX_CONNECT_ATTEMPTS_PER_CONNECTION>::default();
     for _ in 0..MAX_CONNECT_ATTEMPTS_PER_CONNECTION {

@@ -262,7 +262,8 @@ mod tests {
             labels: BTreeMap::new(),
             volumes: vec![],
             network: None,
-            balanced_ports: Vec::new(),
+            proxied_ports: Vec::new(),
+            discovery: Vec::new(),
             secrets: Vec::new(),
             registry: None,
         }
@@ -392,7 +393,8 @@ mod tests {
         }];
         with_mounts.network = Some(crate::runtime::StackNetwork {
             stack: "shop".into(),
-            name: "berth-stack-shop".into(),
+            node_id: "n1".into(),
+            name: "berth-stack-shop-n1".into(),
             aliases: vec!["web".into(), "shop_web".into()],
             links: vec![],
         });

@@ -15,26 +15,30 @@
 //! container goes); its bind mounts mount a host path, which must exist.
 //! Either may be read-only.
 //!
-//! A task of a service in a stack joins the stack's user-defined bridge
-//! network, `berth-stack-<stack>` (labelled `berth.stack=<stack>`), created
-//! when missing. On it, the task is known by its service's short name
-//! (`web` for `shop_web`) and full name, so the containers of one stack on
-//! one node reach each other by service name through Docker's DNS; the
-//! tasks of one service share the names, and a lookup returns them all. A
-//! link with an alias of its own (`shop_db:database`) makes the alias
-//! resolve, in the linking container only, to the linked service: this
-//! works when the linked service is in the same stack, and resolves nothing
-//! otherwise. Tasks of standalone services stay on the engine's default
-//! network, where berth offers no discovery and ignores links, as before.
-//! Discovery does not cross nodes: a bridge network is local to its
-//! engine. The network is removed with the last container (running or
-//! not) that names it, never while one does; agents sharing an engine
-//! share the network.
+//! A task of a service in a stack joins its node's network of the stack,
+//! `berth-stack-<stack>-<node id prefix>` (a user-defined bridge labelled
+//! `berth.stack` and `berth.node`), created when missing. On it, the task
+//! is known by its service's short name (`web` for `shop_web`) and full
+//! name, so the containers of one stack on one node reach each other by
+//! service name through Docker's DNS. A link with an alias of its own
+//! (`shop_db:database`) makes the alias resolve the same way.
+//!
+//! Across nodes, names go through the node proxy: the names a task's
+//! container should resolve that way (its stack's services that declare
+//! ports, and its links' targets, see `berth_core::discovery`) are written
+//! to its `/etc/hosts`, each naming a virtual IP of the service on the
+//! stack network (`vip`), where the node proxy listens and forwards to the
+//! service's ready tasks on any node. `/etc/hosts` wins over the network's
+//! DNS, so such a name answers the same whether or not a task of the
+//! service runs on this node. Tasks of standalone services stay on the
+//! engine's default network. The network is removed with the last
+//! container (running or not) that names it, never while one does.
 
 mod docker;
 mod error;
 mod memory;
 mod spec;
+mod vip;
 
 use std::time::Duration;
 
@@ -45,7 +49,8 @@ use futures::stream::BoxStream;
 pub use docker::{DockerRuntime, DockerRuntimeConfig};
 pub use error::RuntimeError;
 pub use memory::MemoryRuntime;
-pub use spec::{stack_network_name, ContainerSpec, RegistryLogin, SecretFile, StackNetwork};
+pub use spec::{stack_network_name, ContainerSpec, DiscoveryHost, RegistryLogin, SecretFile, StackNetwork};
+pub use vip::{VipRange, VipRanges};
 
 /// Label holding the id of the task a container runs.
 pub const LABEL_TASK: &str = "berth.task";
@@ -183,4 +188,10 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// What the host offers in total.
     async fn resources(&self) -> Result<Resources, RuntimeError>;
+
+    /// This node's stack networks with virtual IPs, kept current, for the
+    /// node proxy to listen on; none unless the runtime has such networks.
+    fn virtual_ip_ranges(&self) -> tokio::sync::watch::Receiver<VipRanges> {
+        tokio::sync::watch::channel(VipRanges::new()).1
+    }
 }

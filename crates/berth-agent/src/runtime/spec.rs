@@ -1,7 +1,8 @@
 //! What the runtime needs to run one task: the task's service spec,
 //! flattened, with the name and labels that tie the container back to the
-//! task, its service and this node, its mounts, and the stack network it
-//! joins with the names it is known by there.
+//! task, its service and this node, its mounts, the stack network it
+//! joins with the names it is known by there, and the names it resolves
+//! through the node proxy.
 
 use std::collections::BTreeMap;
 
@@ -47,13 +48,25 @@ pub struct ContainerSpec {
     /// The stack network the container joins; `None` for a standalone
     /// service, which stays on the engine's default network.
     pub network: Option<StackNetwork>,
-    /// Container ports published on free host ports, for node proxies.
-    pub balanced_ports: Vec<u16>,
+    /// The service's declared TCP container ports (`reachable_ports`), which
+    /// node proxies forward to: published on free host ports unless `ports`
+    /// publishes them, and reported as the task's endpoints.
+    pub proxied_ports: Vec<u16>,
+    /// Names the container resolves, through its `/etc/hosts`, to virtual
+    /// IPs of this node's proxy on its stack network (`vip`).
+    pub discovery: Vec<DiscoveryHost>,
     /// Secrets to mount read-only under /run/secrets; the runtime keeps
     /// their content in memory-backed storage only.
     pub secrets: Vec<SecretFile>,
     /// Credentials for pulling the image when it is not on the node.
     pub registry: Option<RegistryLogin>,
+}
+
+/// A name a container resolves to the virtual IP number of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryHost {
+    pub name: String,
+    pub virtual_ip: u32,
 }
 
 /// One secret as the container sees it: `/run/secrets/<file_name>`.
@@ -88,7 +101,10 @@ impl std::fmt::Debug for RegistryLogin {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StackNetwork {
     pub stack: String,
-    /// `berth-stack-<stack>`.
+    /// The node the network belongs to: each agent has networks of its own,
+    /// even when agents share an engine.
+    pub node_id: String,
+    /// `berth-stack-<stack>-<node id prefix>`.
     pub name: String,
     /// Names that resolve to this container (and to the other tasks of its
     /// service) for every container on the network: the short service name
@@ -101,27 +117,38 @@ pub struct StackNetwork {
 }
 
 impl StackNetwork {
-    /// The network `spec`'s containers join; `None` for a standalone service.
-    pub fn for_service(spec: &ServiceSpec) -> Option<StackNetwork> {
+    /// The network `spec`'s containers join on node `node_id`; `None` for a
+    /// standalone service.
+    pub fn for_service(spec: &ServiceSpec, node_id: &str) -> Option<StackNetwork> {
         if spec.stack.is_empty() {
             return None;
         }
         let mut aliases = Vec::with_capacity(2);
-        let short = spec.name.strip_prefix(spec.stack.as_str()).and_then(|rest| rest.strip_prefix('_'));
-        if let Some(short) = short.filter(|s| !s.is_empty()) {
+        if let Some(short) = spec.short_name() {
             aliases.push(short.to_string());
         }
         aliases.push(spec.name.clone());
         // Without an alias of its own, a link to a service of the same
         // stack needs nothing: the service's names resolve already.
         let links = spec.links.iter().filter(|l| !l.alias.is_empty() && l.alias != l.service).cloned().collect();
-        Some(StackNetwork { stack: spec.stack.clone(), name: stack_network_name(&spec.stack), aliases, links })
+        Some(StackNetwork {
+            stack: spec.stack.clone(),
+            node_id: node_id.to_string(),
+            name: stack_network_name(&spec.stack, node_id),
+            aliases,
+            links,
+        })
     }
 }
 
-/// The engine network of `stack`: `berth-stack-<stack>`.
-pub fn stack_network_name(stack: &str) -> String {
-    format!("{STACK_NETWORK_PREFIX}{stack}")
+/// Characters of the node id in a stack network's name.
+pub const NETWORK_NODE_ID_CHARS: usize = 12;
+
+/// The engine network of `stack` on node `node_id`:
+/// `berth-stack-<stack>-<first 12 characters of the node id>`.
+pub fn stack_network_name(stack: &str, node_id: &str) -> String {
+    let node: String = node_id.chars().take(NETWORK_NODE_ID_CHARS).collect();
+    format!("{STACK_NETWORK_PREFIX}{stack}-{node}")
 }
 
 impl ContainerSpec {
@@ -156,8 +183,9 @@ impl ContainerSpec {
             resources: spec.resources,
             labels,
             volumes: spec.volumes.clone(),
-            network: StackNetwork::for_service(spec),
-            balanced_ports: spec.balanced_ports(),
+            network: StackNetwork::for_service(spec, node_id),
+            proxied_ports: spec.reachable_ports(),
+            discovery: Vec::new(),
             secrets: Vec::new(),
             registry: None,
         }
@@ -288,7 +316,8 @@ mod tests {
             spec.network,
             Some(StackNetwork {
                 stack: "shop".into(),
-                name: "berth-stack-shop".into(),
+                node_id: "n1".into(),
+                name: "berth-stack-shop-n1".into(),
                 aliases: vec!["web".into(), "shop_web".into()],
                 links: vec![],
             })
@@ -299,7 +328,7 @@ mod tests {
     #[test]
     fn a_stack_service_named_without_the_stack_prefix_is_known_by_its_full_name() {
         for name in ["web", "shopweb", "shop_"] {
-            let network = StackNetwork::for_service(&in_stack("shop", name)).expect("in a stack");
+            let network = StackNetwork::for_service(&in_stack("shop", name), "n1").expect("in a stack");
             assert_eq!(network.aliases, vec![name.to_string()], "{name}");
         }
     }
@@ -312,7 +341,7 @@ mod tests {
             ServiceLink { service: "shop_cache".into(), alias: String::new() },
             ServiceLink { service: "shop_queue".into(), alias: "shop_queue".into() },
         ];
-        let network = StackNetwork::for_service(&service).expect("in a stack");
+        let network = StackNetwork::for_service(&service, "n1").expect("in a stack");
         assert_eq!(network.links, vec![ServiceLink { service: "shop_db".into(), alias: "database".into() }]);
     }
 }

@@ -3,7 +3,6 @@
 //! released, TCP echo backends, a backend that drops a keep-alive
 //! connection under a request, a proxy, a client, and waits with deadlines.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -97,12 +96,12 @@ pub fn route(backends: Vec<Backend>, balance: Balance) -> Route {
 pub fn http_table(entries: Vec<(&str, Route)>) -> RouteTable {
     RouteTable {
         http: entries.into_iter().map(|(host, route)| (host.to_owned(), route)).collect(),
-        tcp: BTreeMap::new(),
+        ..RouteTable::default()
     }
 }
 
 pub fn tcp_table(entries: Vec<(u16, Route)>) -> RouteTable {
-    RouteTable { http: BTreeMap::new(), tcp: entries.into_iter().collect() }
+    RouteTable { tcp: entries.into_iter().collect(), ..RouteTable::default() }
 }
 
 /// What a backend has seen; `changed` is notified on every change.
@@ -412,8 +411,12 @@ pub async fn tcp_echo(stream: &mut TcpStream, payload: &[u8]) {
 
 /// Connects to a TCP route and reads the greeting naming the backend.
 pub async fn tcp_connect_and_greet(port: u16) -> (TcpStream, String) {
+    tcp_connect_and_greet_at(([127, 0, 0, 1], port).into()).await
+}
+
+pub async fn tcp_connect_and_greet_at(addr: SocketAddr) -> (TcpStream, String) {
     within("TCP connect", async {
-        let mut stream = unwrap("connect to the TCP route", TcpStream::connect(("127.0.0.1", port)).await);
+        let mut stream = unwrap("connect to the TCP route", TcpStream::connect(addr).await);
         let mut greeting = Vec::new();
         let mut byte = [0; 1];
         loop {

@@ -60,3 +60,27 @@ async fn tcp_connection_passes_over_a_refused_backend() {
         tcp_echo(&mut stream, b"ping").await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_route_shares_a_port_with_a_port_route() {
+    let (a, b) = (TcpBackend::start("a").await, TcpBackend::start("b").await);
+    let proxy = TestProxy::start().await;
+    let port = free_port().await;
+    // Another loopback address stands for a service's virtual IP.
+    let virtual_ip: std::net::SocketAddr = ([127, 0, 0, 7], port).into();
+    let routes = berth_proxy::RouteTable {
+        tcp: [(port, route(vec![a.backend()], RoundRobin))].into(),
+        tcp_at: [(virtual_ip, route(vec![b.backend()], RoundRobin))].into(),
+        ..Default::default()
+    };
+    proxy.set_routes(routes).await;
+    let (mut to_port, greeting) = tcp_connect_and_greet(port).await;
+    assert_eq!(greeting, "a");
+    let (mut to_address, greeting) = tcp_connect_and_greet_at(virtual_ip).await;
+    assert_eq!(greeting, "b", "the address route answers on its own address");
+    tcp_echo(&mut to_port, b"ping").await;
+    tcp_echo(&mut to_address, b"pong").await;
+
+    proxy.set_routes(tcp_table(vec![(port, route(vec![a.backend()], RoundRobin))])).await;
+    assert!(TcpStream::connect(virtual_ip).await.is_err(), "the address closed with its route");
+}

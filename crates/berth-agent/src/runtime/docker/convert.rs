@@ -9,10 +9,12 @@ use std::net::IpAddr;
 use berth_core::{Health, VolumeKind, VolumeMount};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings, EventMessage,
-    EventMessageTypeEnum, HealthConfig, HealthStatusEnum, HostConfig, Mount, MountType, NetworkCreateRequest,
-    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    EventMessageTypeEnum, HealthConfig, HealthStatusEnum, HostConfig, Ipam, IpamConfig, Mount, MountType,
+    NetworkCreateRequest, NetworkInspect, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
+use ipnet::Ipv4Net;
 
+use crate::runtime::vip::{self, VipRange};
 use crate::runtime::{
     ContainerInfo, ContainerSpec, RuntimeError, RuntimeEvent, StackNetwork, LABEL_NODE, LABEL_SERVICE, LABEL_SLOT,
     LABEL_STACK, LABEL_TASK,
@@ -54,7 +56,7 @@ pub(super) fn create_body(spec: &ContainerSpec, publish_ip: IpAddr) -> Result<Co
     }
     // Ports for node proxies go on a free host port (an empty host port),
     // unless the service publishes them itself.
-    for port in &spec.balanced_ports {
+    for port in &spec.proxied_ports {
         port_bindings.entry(format!("{port}/tcp")).or_insert_with(|| {
             Some(vec![PortBinding { host_ip: Some(publish_ip.to_string()), host_port: Some(String::new()) }])
         });
@@ -116,29 +118,82 @@ fn mount(volume: &VolumeMount) -> Mount {
 }
 
 /// Puts the container on its stack's network, engine id `network_id`, with
-/// its aliases and links. The network is named by id because an engine
-/// older than API 1.44 may briefly hold two networks of the same name (see
-/// the `network` module), and a name would then be ambiguous.
-pub(super) fn join_network(body: &mut ContainerCreateBody, network: &StackNetwork, network_id: &str) {
+/// its aliases and links, and `hosts` (`name:address`) in its `/etc/hosts`.
+/// The network is named by id because an engine older than API 1.44 may
+/// briefly hold two networks of the same name (see the `network` module),
+/// and a name would then be ambiguous.
+pub(super) fn join_network(
+    body: &mut ContainerCreateBody,
+    network: &StackNetwork,
+    network_id: &str,
+    hosts: Vec<String>,
+) {
     let endpoint = EndpointSettings {
         aliases: Some(network.aliases.clone()),
         links: (!network.links.is_empty())
             .then(|| network.links.iter().map(|l| format!("{}:{}", l.service, l.alias)).collect()),
         ..Default::default()
     };
-    body.host_config.get_or_insert_with(HostConfig::default).network_mode = Some(network_id.to_string());
+    let host_config = body.host_config.get_or_insert_with(HostConfig::default);
+    host_config.network_mode = Some(network_id.to_string());
+    host_config.extra_hosts = (!hosts.is_empty()).then_some(hosts);
     body.networking_config =
         Some(NetworkingConfig { endpoints_config: Some(HashMap::from([(network_id.to_string(), endpoint)])) });
 }
 
-/// The create request for a stack's network.
-pub(super) fn network_create_request(network: &StackNetwork) -> NetworkCreateRequest {
+/// The create request for a stack's network; with `subnet`, containers get
+/// addresses from its lower half only, leaving the upper half to the
+/// node's virtual IPs (`vip`).
+pub(super) fn network_create_request(network: &StackNetwork, subnet: Option<Ipv4Net>) -> NetworkCreateRequest {
+    let ipam = subnet.and_then(|subnet| {
+        let (containers, _) = vip::split(subnet)?;
+        let gateway = subnet.hosts().next()?;
+        Some(Ipam {
+            config: Some(vec![IpamConfig {
+                subnet: Some(subnet.to_string()),
+                ip_range: Some(containers.to_string()),
+                gateway: Some(gateway.to_string()),
+                auxiliary_addresses: None,
+            }]),
+            ..Default::default()
+        })
+    });
     NetworkCreateRequest {
         name: network.name.clone(),
         driver: Some(STACK_NETWORK_DRIVER.to_string()),
-        labels: Some(HashMap::from([(LABEL_STACK.to_string(), network.stack.clone())])),
+        ipam,
+        labels: Some(HashMap::from([
+            (LABEL_STACK.to_string(), network.stack.clone()),
+            (LABEL_NODE.to_string(), network.node_id.clone()),
+        ])),
         ..Default::default()
     }
+}
+
+/// The engine's option naming a bridge network's host interface.
+const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+
+/// The IPv4 subnet the engine gave a network.
+pub(super) fn subnet_of(network: &NetworkInspect) -> Option<Ipv4Net> {
+    let configs = network.ipam.as_ref()?.config.as_ref()?;
+    configs.iter().find_map(|c| c.subnet.as_deref()?.parse().ok())
+}
+
+/// Where a network created by [`network_create_request`] keeps its virtual
+/// IPs; `None` for any other network.
+pub(super) fn vip_range_of(network: &NetworkInspect) -> Option<VipRange> {
+    let configs = network.ipam.as_ref()?.config.as_ref()?;
+    let block = configs.iter().find_map(|c| {
+        let subnet: Ipv4Net = c.subnet.as_deref()?.parse().ok()?;
+        vip::block_of(subnet, c.ip_range.as_deref().and_then(|r| r.parse().ok()))
+    })?;
+    // The engine names a bridge `br-` and the first 12 characters of the
+    // network id, unless told otherwise.
+    let bridge = match network.options.as_ref().and_then(|o| o.get(BRIDGE_NAME_OPTION)) {
+        Some(name) => name.clone(),
+        None => format!("br-{}", network.id.as_deref()?.get(..12)?),
+    };
+    Some(VipRange { bridge, block })
 }
 
 /// What `list` reports about one inspected container; `None` for a
@@ -267,7 +322,8 @@ mod tests {
             labels: BTreeMap::from([(LABEL_TASK.to_string(), "task-1".to_string())]),
             volumes: vec![],
             network: None,
-            balanced_ports: Vec::new(),
+            proxied_ports: Vec::new(),
+            discovery: Vec::new(),
             secrets: Vec::new(),
             registry: None,
         }
@@ -414,7 +470,8 @@ mod tests {
     fn stack_network() -> StackNetwork {
         StackNetwork {
             stack: "shop".into(),
-            name: "berth-stack-shop".into(),
+            node_id: "node-1".into(),
+            name: "berth-stack-shop-node-1".into(),
             aliases: vec!["web".into(), "shop_web".into()],
             links: vec![ServiceLink { service: "shop_db".into(), alias: "database".into() }],
         }
@@ -430,8 +487,10 @@ mod tests {
     #[test]
     fn joining_a_stack_network_names_it_by_id_with_aliases_and_links() {
         let mut body = create_body(&spec(), any_ip()).expect("valid");
-        join_network(&mut body, &stack_network(), "net-id-1");
+        join_network(&mut body, &stack_network(), "net-id-1", vec!["db:172.20.128.2".into()]);
         assert_eq!(body.host_config.as_ref().and_then(|h| h.network_mode.as_deref()), Some("net-id-1"));
+        let hosts = body.host_config.as_ref().and_then(|h| h.extra_hosts.clone());
+        assert_eq!(hosts, Some(vec!["db:172.20.128.2".to_string()]));
         let endpoints = body.networking_config.and_then(|n| n.endpoints_config).expect("endpoints");
         assert_eq!(endpoints.keys().collect::<Vec<_>>(), vec!["net-id-1"]);
         let endpoint = &endpoints["net-id-1"];
@@ -444,17 +503,43 @@ mod tests {
         let mut network = stack_network();
         network.links.clear();
         let mut body = create_body(&spec(), any_ip()).expect("valid");
-        join_network(&mut body, &network, "net-id-1");
+        join_network(&mut body, &network, "net-id-1", Vec::new());
+        assert_eq!(body.host_config.as_ref().and_then(|h| h.extra_hosts.clone()), None);
         let endpoints = body.networking_config.and_then(|n| n.endpoints_config).expect("endpoints");
         assert_eq!(endpoints["net-id-1"].links, None);
     }
 
     #[test]
-    fn a_stack_network_is_a_bridge_labelled_with_its_stack() {
-        let request = network_create_request(&stack_network());
-        assert_eq!(request.name, "berth-stack-shop");
+    fn a_stack_network_is_a_bridge_labelled_with_its_stack_and_node() {
+        let request = network_create_request(&stack_network(), None);
+        assert_eq!(request.name, "berth-stack-shop-node-1");
         assert_eq!(request.driver.as_deref(), Some("bridge"));
-        assert_eq!(request.labels, Some(HashMap::from([(LABEL_STACK.to_string(), "shop".to_string())])));
+        assert_eq!(request.ipam, None, "the engine picks the subnet");
+        let labels = HashMap::from([
+            (LABEL_STACK.to_string(), "shop".to_string()),
+            (LABEL_NODE.to_string(), "node-1".to_string()),
+        ]);
+        assert_eq!(request.labels, Some(labels));
+    }
+
+    #[test]
+    fn a_split_subnet_leaves_its_upper_half_to_virtual_ips() {
+        let subnet: Ipv4Net = "172.20.0.0/16".parse().expect("subnet");
+        let request = network_create_request(&stack_network(), Some(subnet));
+        let config = request.ipam.and_then(|i| i.config).expect("IPAM config");
+        assert_eq!(config[0].subnet.as_deref(), Some("172.20.0.0/16"));
+        assert_eq!(config[0].ip_range.as_deref(), Some("172.20.0.0/17"));
+        assert_eq!(config[0].gateway.as_deref(), Some("172.20.0.1"));
+        let network = NetworkInspect {
+            id: Some("0123456789abcdef".into()),
+            ipam: Some(Ipam { config: Some(config), ..Default::default() }),
+            ..Default::default()
+        };
+        let range = vip_range_of(&network).expect("a range");
+        assert_eq!(range.bridge, "br-0123456789ab");
+        assert_eq!(range.block.to_string(), "172.20.128.0/17");
+        let unsplit = NetworkInspect { ipam: None, ..network };
+        assert_eq!(vip_range_of(&unsplit), None);
     }
 
     fn event(action: &str, attributes: &[(&str, &str)]) -> EventMessage {

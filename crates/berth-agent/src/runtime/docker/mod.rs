@@ -31,11 +31,13 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures::StreamExt;
 
-use self::network::StackNetworks;
+use self::network::{Joined, StackNetworks};
+use super::VipRanges;
 use super::{
     ContainerInfo, ContainerSpec, ImageEventStream, Runtime, RuntimeError, RuntimeEventStream, StackNetwork,
     LABEL_NODE, LABEL_STACK, LABEL_TASK,
 };
+use tokio::sync::watch;
 
 /// Containers inspected at once while listing.
 pub const LIST_INSPECT_CONCURRENCY: usize = 8;
@@ -111,6 +113,33 @@ impl DockerRuntime {
     pub fn api_version(&self) -> String {
         let v = self.docker.client_version();
         format!("{}.{}", v.major_version, v.minor_version)
+    }
+
+    /// The `/etc/hosts` lines (`name:address`) that make `spec`'s discovery
+    /// names resolve to virtual IPs on `network`, each assigned to the
+    /// network's bridge first. A name whose address cannot be had is left
+    /// to the stack network's own DNS, which reaches this node's tasks only.
+    async fn discovery_hosts(&self, spec: &ContainerSpec, network: &Joined) -> Vec<String> {
+        if spec.discovery.is_empty() {
+            return Vec::new();
+        }
+        let Some(range) = &network.vips else {
+            tracing::warn!(network = %network.id, "the stack network has no virtual IPs; names reach this node only");
+            return Vec::new();
+        };
+        let mut hosts = Vec::with_capacity(spec.discovery.len());
+        for host in &spec.discovery {
+            let Some(address) = range.address(host.virtual_ip) else {
+                tracing::warn!(name = %host.name, number = host.virtual_ip, block = %range.block,
+                    "no room for the virtual IP on the stack network");
+                continue;
+            };
+            match self.networks.assign(range, address).await {
+                Ok(()) => hosts.push(format!("{}:{address}", host.name)),
+                Err(error) => tracing::warn!(name = %host.name, %error, "a virtual IP is not available"),
+            }
+        }
+        hosts
     }
 
     async fn force_remove(&self, container_id: &str) -> Result<(), bollard::errors::Error> {
@@ -269,10 +298,12 @@ impl Runtime for DockerRuntime {
         let _starting = self.networks.starting().await;
         let mut attempt = 1;
         loop {
-            let network_id = self.networks.ensure(network).await?;
-            let mut joined = body.clone();
-            convert::join_network(&mut joined, network, &network_id);
-            match self.create_and_start_body(spec, joined).await {
+            let joined = self.networks.ensure(network).await?;
+            let network_id = joined.id.clone();
+            let hosts = self.discovery_hosts(spec, &joined).await;
+            let mut body = body.clone();
+            convert::join_network(&mut body, network, &network_id, hosts);
+            match self.create_and_start_body(spec, body).await {
                 Err(error)
                     if attempt < MAX_NETWORK_ATTEMPTS
                         && !matches!(
@@ -338,10 +369,11 @@ impl Runtime for DockerRuntime {
             self.forget_secrets(task_id);
         }
         let stack = labels.remove(LABEL_STACK).filter(|s| !s.is_empty());
+        let node = labels.remove(LABEL_NODE).unwrap_or_default();
         match self.force_remove(container_id).await {
             Ok(()) => {
                 if let Some(stack) = stack {
-                    self.networks.remove_if_unused(&stack).await;
+                    self.networks.remove_if_unused(&stack, &node).await;
                 }
                 Ok(())
             }
@@ -352,6 +384,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn list(&self, node_id: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        self.networks.seed(node_id).await;
         // Label filters are ANDed: this node's containers that have a task.
         let filters = HashMap::from([("label", vec![format!("{LABEL_NODE}={node_id}"), LABEL_TASK.to_string()])]);
         let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
@@ -383,6 +416,10 @@ impl Runtime for DockerRuntime {
 
     fn image_events(&self) -> ImageEventStream {
         events::subscribe_images(self.docker.clone())
+    }
+
+    fn virtual_ip_ranges(&self) -> watch::Receiver<VipRanges> {
+        self.networks.ranges()
     }
 
     async fn resources(&self) -> Result<Resources, RuntimeError> {

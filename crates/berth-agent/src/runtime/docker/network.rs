@@ -2,6 +2,15 @@
 //! task starts, brought back to one when agents raced to create it, and
 //! removed once no container names it any more.
 //!
+//! Each node has a network of its own per stack, even when several agents
+//! share an engine (as in tests), and each network's subnet is split: the
+//! engine picks a free subnet for a probe network, which is removed and
+//! created again under the stack's name with containers confined to the
+//! lower half, the upper half holding the node's virtual IPs (`vip`). A
+//! virtual IP is assigned to the network's bridge (with `ip addr add`) the
+//! first time a container is given a name resolving to it. The networks
+//! with virtual IPs are published to the node proxy through a watch.
+//!
 //! Engines before API 1.44 (Docker 20.10 among them) do not keep network
 //! names unique: two agents sharing an engine that both find a stack's
 //! network missing both create one, and both succeed, even with
@@ -20,15 +29,20 @@
 //! runtime, a lock keeps the removal of an unused network from running
 //! while a stack's container is being started.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
 use bollard::Docker;
-use tokio::sync::{Mutex, RwLock, RwLockReadGuard};
+use tokio::sync::{watch, Mutex, RwLock, RwLockReadGuard};
 
 use super::{convert, engine_error, status_of, HTTP_CONFLICT, HTTP_FORBIDDEN, HTTP_NOT_FOUND};
-use crate::runtime::{stack_network_name, RuntimeError, StackNetwork, LABEL_STACK};
+use crate::runtime::{stack_network_name, RuntimeError, StackNetwork, VipRange, VipRanges, LABEL_NODE, LABEL_STACK};
+
+/// The suffix of the short-lived network whose subnet the engine picks.
+const PROBE_SUFFIX: &str = "-probe";
 
 /// Rounds of "list, then create or remove duplicates" before giving up on
 /// bringing a stack's networks down to one.
@@ -52,6 +66,14 @@ pub(super) fn keeper(candidates: &[Candidate]) -> Option<&Candidate> {
         .or_else(|| candidates.iter().min_by(|a, b| a.id.cmp(&b.id)))
 }
 
+/// A stack network as a container joins it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Joined {
+    pub id: String,
+    /// Where its virtual IPs live; `None` for a network berth did not split.
+    pub vips: Option<VipRange>,
+}
+
 /// The stack networks of one engine. Cheap to clone; clones share their
 /// locks.
 #[derive(Debug, Clone)]
@@ -63,11 +85,87 @@ pub(super) struct StackNetworks {
     /// Read while a stack's container is created and started; written
     /// while an unused network is removed.
     starting: Arc<RwLock<()>>,
+    /// This node's networks with virtual IPs, by stack, for the node proxy.
+    ranges: Arc<watch::Sender<VipRanges>>,
+    /// Virtual IPs already on a bridge, so each is assigned once.
+    assigned: Arc<parking_lot::Mutex<HashSet<(String, Ipv4Addr)>>>,
+    /// Whether the networks left by an earlier run were read.
+    seeded: Arc<AtomicBool>,
 }
 
 impl StackNetworks {
     pub(super) fn new(docker: Docker) -> Self {
-        StackNetworks { docker, creating: Arc::new(Mutex::new(())), starting: Arc::new(RwLock::new(())) }
+        StackNetworks {
+            docker,
+            creating: Arc::new(Mutex::new(())),
+            starting: Arc::new(RwLock::new(())),
+            ranges: Arc::new(watch::channel(VipRanges::new()).0),
+            assigned: Arc::new(parking_lot::Mutex::new(HashSet::new())),
+            seeded: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Follows this node's networks with virtual IPs.
+    pub(super) fn ranges(&self) -> watch::Receiver<VipRanges> {
+        self.ranges.subscribe()
+    }
+
+    /// Reads, once per runtime, the virtual IP ranges of the networks node
+    /// `node_id` already has (an agent restarted beside running tasks).
+    pub(super) async fn seed(&self, node_id: &str) {
+        if self.seeded.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let filters = HashMap::from([("label", vec![format!("{LABEL_NODE}={node_id}"), LABEL_STACK.to_string()])]);
+        let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
+        let networks = match self.docker.list_networks(Some(options)).await {
+            Ok(networks) => networks,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list this node's stack networks; their virtual IPs wait for a new task");
+                self.seeded.store(false, Ordering::SeqCst);
+                return;
+            }
+        };
+        for network in networks {
+            let stack = network.labels.as_ref().and_then(|l| l.get(LABEL_STACK)).cloned();
+            let Some(id) = network.id.clone() else { continue };
+            // The list leaves the IPAM settings out on some engines.
+            if let (Some(stack), Ok(inspected)) = (stack, self.docker.inspect_network(&id, None).await) {
+                self.publish(&stack, convert::vip_range_of(&inspected));
+            }
+        }
+    }
+
+    fn publish(&self, stack: &str, vips: Option<VipRange>) {
+        self.ranges.send_if_modified(|ranges| match vips {
+            Some(range) if ranges.get(stack) != Some(&range) => {
+                ranges.insert(stack.to_string(), range);
+                true
+            }
+            Some(_) => false,
+            None => ranges.remove(stack).is_some(),
+        });
+    }
+
+    /// Puts virtual IP `address` on `range`'s bridge, once. Fails where the
+    /// agent may not change the host's addresses (it needs CAP_NET_ADMIN).
+    pub(super) async fn assign(&self, range: &VipRange, address: Ipv4Addr) -> Result<(), String> {
+        let key = (range.bridge.clone(), address);
+        if self.assigned.lock().contains(&key) {
+            return Ok(());
+        }
+        let output = tokio::process::Command::new("ip")
+            .args(["-4", "address", "add", &format!("{address}/32"), "dev", &range.bridge])
+            .output()
+            .await
+            .map_err(|e| format!("cannot run `ip` (install iproute2): {e}"))?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // "File exists": assigned before this runtime started.
+        if !output.status.success() && !stderr.contains("File exists") {
+            return Err(format!("ip address add {address}/32 dev {}: {}", range.bridge, stderr.trim()));
+        }
+        self.assigned.lock().insert(key);
+        Ok(())
     }
 
     /// Hold while creating and starting a container of a stack: this
@@ -76,9 +174,9 @@ impl StackNetworks {
         self.starting.read().await
     }
 
-    /// The id of `network`, created if missing and brought down to one
-    /// network if agents raced to create it.
-    pub(super) async fn ensure(&self, network: &StackNetwork) -> Result<String, RuntimeError> {
+    /// `network`, created if missing and brought down to one network if
+    /// agents raced to create it.
+    pub(super) async fn ensure(&self, network: &StackNetwork) -> Result<Joined, RuntimeError> {
         let _creating = self.creating.lock().await;
         let mut count = 0;
         for _ in 0..MAX_NETWORK_SETTLE_ROUNDS {
@@ -86,7 +184,15 @@ impl StackNetworks {
             count = found.len();
             match count {
                 0 => self.create(network).await?,
-                1 => return Ok(found.remove(0)),
+                1 => {
+                    let id = found.remove(0);
+                    let vips = match self.docker.inspect_network(&id, None).await {
+                        Ok(inspected) => convert::vip_range_of(&inspected),
+                        Err(e) => return Err(engine_error("inspect a network", e)),
+                    };
+                    self.publish(&network.stack, vips.clone());
+                    return Ok(Joined { id, vips });
+                }
                 _ => self.remove_duplicates(network, found).await?,
             }
         }
@@ -98,11 +204,12 @@ impl StackNetworks {
         Ok(self.find(network).await? == [id])
     }
 
-    /// Removes `stack`'s network if no container, in any state, names it.
-    /// Best effort: a network that cannot be removed stays, and is reused.
-    pub(super) async fn remove_if_unused(&self, stack: &str) {
+    /// Removes `stack`'s network of node `node_id` if no container, in any
+    /// state, names it. Best effort: a network that cannot be removed stays,
+    /// and is reused.
+    pub(super) async fn remove_if_unused(&self, stack: &str, node_id: &str) {
         let _removing = self.starting.write().await;
-        let name = stack_network_name(stack);
+        let name = stack_network_name(stack, node_id);
         // A container created on the network but never started has no
         // endpoint yet, so the network's own container list misses it; the
         // container filter by network name does not.
@@ -116,7 +223,13 @@ impl StackNetworks {
                 return;
             }
         }
-        let network = StackNetwork { stack: stack.to_string(), name, aliases: Vec::new(), links: Vec::new() };
+        let network = StackNetwork {
+            stack: stack.to_string(),
+            node_id: node_id.to_string(),
+            name,
+            aliases: Vec::new(),
+            links: Vec::new(),
+        };
         let ids = match self.find(&network).await {
             Ok(ids) => ids,
             Err(error) => {
@@ -126,6 +239,13 @@ impl StackNetworks {
         };
         for id in ids {
             self.remove_quietly(&network.name, &id).await;
+        }
+        if self.find(&network).await.is_ok_and(|left| left.is_empty()) {
+            if let Some(range) = self.ranges.borrow().get(stack) {
+                // The bridge went with the network, and its addresses too.
+                self.assigned.lock().retain(|(bridge, _)| *bridge != range.bridge);
+            }
+            self.publish(stack, None);
         }
     }
 
@@ -147,8 +267,43 @@ impl StackNetworks {
         Ok(ids)
     }
 
+    /// A free subnet, as the engine picks one for a network of its own.
+    async fn free_subnet(&self, network: &StackNetwork) -> Option<ipnet::Ipv4Net> {
+        let mut probe = convert::network_create_request(network, None);
+        probe.name.push_str(PROBE_SUFFIX);
+        probe.labels = None;
+        let created = match self.docker.create_network(probe).await {
+            Ok(created) => created,
+            Err(error) => {
+                tracing::warn!(network = %network.name, %error, "cannot probe for a free subnet");
+                return None;
+            }
+        };
+        let subnet = match self.docker.inspect_network(&created.id, None).await {
+            Ok(inspected) => convert::subnet_of(&inspected),
+            Err(error) => {
+                tracing::warn!(network = %network.name, %error, "cannot read a probe network's subnet");
+                None
+            }
+        };
+        self.remove_quietly(&network.name, &created.id).await;
+        subnet
+    }
+
     async fn create(&self, network: &StackNetwork) -> Result<(), RuntimeError> {
-        match self.docker.create_network(convert::network_create_request(network)).await {
+        if let Some(subnet) = self.free_subnet(network).await {
+            match self.docker.create_network(convert::network_create_request(network, Some(subnet))).await {
+                Ok(created) => {
+                    tracing::info!(network = %network.name, id = %created.id, %subnet, "created a stack network");
+                    return Ok(());
+                }
+                Err(e) if status_of(&e) == Some(HTTP_CONFLICT) => return Ok(()),
+                // Taken since the probe: the engine picks again below.
+                Err(error) => tracing::warn!(network = %network.name, %subnet, %error,
+                    "cannot create a stack network on the probed subnet; without virtual IPs"),
+            }
+        }
+        match self.docker.create_network(convert::network_create_request(network, None)).await {
             Ok(created) => {
                 tracing::info!(network = %network.name, id = %created.id, "created a stack network");
                 Ok(())
