@@ -47,6 +47,10 @@ done
 
 command -v docker >/dev/null || die "docker is not installed; install Docker Engine first"
 docker info >/dev/null 2>&1 || die "the Docker Engine is not reachable (is dockerd running, and may this user use it?)"
+# Discovery across nodes puts service virtual IPs on stack network bridges.
+if ! command -v ip >/dev/null; then
+    echo "warning: \`ip\` (iproute2) is missing: services will be reached by name from their own node only" >&2
+fi
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 if [ -z "$BINARY" ]; then

@@ -3,7 +3,9 @@
 //! (on a bridge network of their own, which the client's network cannot
 //! reach), by its short name, full name and link alias, through the node
 //! proxy at the api's virtual IP; requests spread over the api's tasks, and
-//! the name keeps answering across a rolling redeploy of the api.
+//! the name keeps answering across a rolling redeploy of the api. A
+//! standalone service reaches another through `--link`, across nodes, the
+//! same way.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -44,6 +46,12 @@ async fn berth_ok(cluster: &Cluster, args: &[&str]) -> Result<String> {
     Ok(out.stdout)
 }
 
+/// A cluster of two agents, tagged `zone:one` and `zone:two`.
+async fn two_zones(test: &str) -> Result<Option<(cluster_tests::docker::Engine, Cluster)>> {
+    let zones = ["zone:one", "zone:two"];
+    docker_cluster(test, 2, |i| AgentOpts::named(format!("d{}", i + 1)).tag(zones[i])).await
+}
+
 /// Runs `script` in container `id` and returns what it printed.
 async fn exec(id: &str, script: &str) -> Result<String> {
     let out = tokio::process::Command::new("docker").args(["exec", id, "sh", "-c", script]).output().await?;
@@ -67,10 +75,7 @@ async fn networks_of(id: &str) -> Result<BTreeSet<String>> {
 #[tokio::test]
 async fn a_stack_service_is_reached_by_name_from_another_node_through_the_node_proxy() -> Result<()> {
     let test = "a_stack_service_is_reached_by_name_from_another_node_through_the_node_proxy";
-    let zones = ["zone:one", "zone:two"];
-    let Some((_engine, cluster)) =
-        docker_cluster(test, 2, |i| AgentOpts::named(format!("d{}", i + 1)).tag(zones[i])).await?
-    else {
+    let Some((_engine, cluster)) = two_zones(test).await? else {
         return Ok(());
     };
     let stack = unique_name("disc").replace('-', "");
@@ -122,5 +127,35 @@ async fn a_stack_service_is_reached_by_name_from_another_node_through_the_node_p
         Ok(())
     })
     .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_standalone_service_reaches_its_link_on_another_node() -> Result<()> {
+    let Some((_engine, cluster)) = two_zones("a_standalone_service_reaches_its_link_on_another_node").await? else {
+        return Ok(());
+    };
+    let (db, app) = (unique_name("db"), unique_name("app"));
+    let image = cluster_tests::docker::TEST_IMAGE;
+    let serve = "mkdir -p /www && hostname > /www/index.html && httpd -f -p 7000 -h /www & \
+                 trap 'kill $!; exit 0' TERM; wait";
+    let idle = "trap 'exit 0' TERM; sleep 3600 & wait";
+    let create_db = ["service", "create", &db, "--image", image, "--expose", "7000", "--tag", "zone:two"];
+    berth_ok(&cluster, &[&create_db[..], &["--", "sh", "-c", serve]].concat()).await?;
+    let link = format!("{db}:database");
+    let create_app = ["service", "create", &app, "--image", image, "--link", &link, "--tag", "zone:one"];
+    berth_ok(&cluster, &[&create_app[..], &["--", "sh", "-c", idle]].concat()).await?;
+    let db_task = cluster.wait_running(&db, 1, CONVERGE_DEADLINE).await?;
+    let app_task = cluster.wait_running(&app, 1, CONVERGE_DEADLINE).await?;
+    ensure!(db_task[0].node_id != app_task[0].node_id, "placement put both on one node");
+    let db_host: String = db_task[0].container_id.chars().take(12).collect();
+    for name in ["database", db.as_str()] {
+        wait_until(&format!("{app} to reach {name}:7000"), CONVERGE_DEADLINE, || async {
+            let answer = exec(&app_task[0].container_id, &format!("wget -q -O- http://{name}:7000/")).await?;
+            ensure!(answer == db_host, "{name}:7000 answered {answer:?}, not {db_host}");
+            Ok(())
+        })
+        .await?;
+    }
     Ok(())
 }

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
-use crate::runtime::VipRanges;
+use crate::runtime::{stack_of_network, VipRanges};
 
 /// Wait before following again after the managers could not be reached.
 pub const RECONNECT_MS: u64 = 500;
@@ -134,8 +134,8 @@ pub fn routes_from(view: &ClusterView, ranges: &VipRanges) -> RouteTable {
     }
     let reachable: Vec<Reachable<'_>> =
         services.iter().map(|(service, spec)| Reachable { spec, virtual_ip: service.virtual_ip }).collect();
-    for (stack, range) in ranges {
-        for target in targets_of_stack(stack, &reachable) {
+    for (key, range) in ranges {
+        for target in targets_of_stack(stack_of_network(key), &reachable) {
             let Some(ip) = range.address(target.virtual_ip) else { continue };
             let Some((service, _)) = services.iter().find(|(_, spec)| spec.name == target.spec.name) else {
                 continue;

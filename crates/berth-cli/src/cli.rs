@@ -546,6 +546,10 @@ pub struct ServiceFlags {
     /// replaces a mapping of the same host port and protocol.
     #[arg(long, short = 'p', value_name = "HOST:CONTAINER[/tcp|udp]")]
     pub publish: Vec<PortMapping>,
+    /// A TCP container port other services reach by this service's name,
+    /// from any node, without publishing it (repeatable).
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub expose: Vec<u16>,
     /// When a stopped task is replaced.
     #[arg(long, value_parser = parse::keyword::<RestartCondition>(RestartCondition::ALL))]
     pub restart: Option<RestartCondition>,
@@ -635,6 +639,9 @@ pub struct ServiceRemovals {
     /// Remove a placement tag (repeatable).
     #[arg(long, value_name = "TAG")]
     pub tag_rm: Vec<String>,
+    /// Stop exposing a container port (repeatable).
+    #[arg(long, value_name = "PORT")]
+    pub expose_rm: Vec<u16>,
     /// Remove a link by the linked service's name (repeatable).
     #[arg(long, value_name = "SERVICE")]
     pub link_rm: Vec<String>,

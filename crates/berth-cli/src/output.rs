@@ -413,6 +413,7 @@ pub fn service_details(service: &proto::Service) -> Table {
         ("Tags", or_none(spec.tags.join(", "))),
         ("Env", or_none(env)),
         ("Ports", or_none(ports_text(&spec))),
+        ("Exposed", or_none(spec.expose.iter().map(|p| format!("{p}/tcp")).collect::<Vec<_>>().join(", "))),
         ("Restart", restart),
         ("Autodestroy", keyword::<Autodestroy>(&spec.autodestroy)),
         ("Health", health),

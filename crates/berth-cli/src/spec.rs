@@ -63,6 +63,7 @@ fn changes_anything(args: &UpdateArgs) -> bool {
         || !f.tags.is_empty()
         || !f.env.is_empty()
         || !f.publish.is_empty()
+        || !f.expose.is_empty()
         || f.restart.is_some()
         || f.restart_max.is_some()
         || f.autodestroy.is_some()
@@ -80,6 +81,7 @@ fn changes_anything(args: &UpdateArgs) -> bool {
         || !r.label_rm.is_empty()
         || !r.publish_rm.is_empty()
         || !r.tag_rm.is_empty()
+        || !r.expose_rm.is_empty()
         || !r.link_rm.is_empty()
         || !r.secret_rm.is_empty()
         || r.health_rm;
@@ -115,6 +117,7 @@ pub fn apply_flags(spec: &mut proto::ServiceSpec, f: &ServiceFlags) -> Result<()
             .collect(),
         |p| (p.host_port, effective_protocol(&p.protocol).to_string()),
     );
+    merge(&mut spec.expose, f.expose.iter().map(|&p| i64::from(p)).collect(), |p| *p);
     if let Some(restart) = f.restart {
         spec.restart = restart.to_string();
     }
@@ -264,6 +267,7 @@ fn apply_update_config(spec: &mut proto::ServiceSpec, f: &ServiceFlags) {
 pub fn apply_removals(spec: &mut proto::ServiceSpec, r: &ServiceRemovals) {
     spec.env.retain(|v| !r.env_rm.contains(&v.name));
     spec.tags.retain(|t| !r.tag_rm.contains(t));
+    spec.expose.retain(|p| !r.expose_rm.iter().any(|&rm| i64::from(rm) == *p));
     spec.links.retain(|l| !r.link_rm.contains(&l.service));
     spec.secrets.retain(|s| !r.secret_rm.contains(&s.name));
     spec.labels.retain(|key, _| !r.label_rm.contains(key));
@@ -577,6 +581,14 @@ mod tests {
         assert_eq!(spec.ports[0].host_port, 80);
         assert!(spec.tags.is_empty());
         assert_eq!(spec.health, None);
+    }
+
+    #[test]
+    fn exposed_ports_are_added_once_and_removed_by_port() {
+        let spec = update(&existing(), &["update", "web", "--expose", "8080", "--expose", "9000"]).expect("ok");
+        assert_eq!(spec.expose, [8080, 9000]);
+        let spec = update(&spec, &["update", "web", "--expose", "8080", "--expose-rm", "9000"]).expect("ok");
+        assert_eq!(spec.expose, [8080], "a port given again is kept once; a removed one goes");
     }
 
     #[test]

@@ -30,9 +30,11 @@
 //! stack network (`vip`), where the node proxy listens and forwards to the
 //! service's ready tasks on any node. `/etc/hosts` wins over the network's
 //! DNS, so such a name answers the same whether or not a task of the
-//! service runs on this node. Tasks of standalone services stay on the
-//! engine's default network. The network is removed with the last
-//! container (running or not) that names it, never while one does.
+//! service runs on this node. Tasks of standalone services with links join
+//! their node's links network, `berth-links-<node id prefix>`, to resolve
+//! their links the same way; other standalone tasks stay on the engine's
+//! default network. A network is removed with the last container (running
+//! or not) that names it, never while one does.
 
 mod docker;
 mod error;
@@ -49,7 +51,10 @@ use futures::stream::BoxStream;
 pub use docker::{DockerRuntime, DockerRuntimeConfig};
 pub use error::RuntimeError;
 pub use memory::MemoryRuntime;
-pub use spec::{stack_network_name, ContainerSpec, DiscoveryHost, RegistryLogin, SecretFile, StackNetwork};
+pub use spec::{
+    stack_network_name, stack_of_network, ContainerSpec, DiscoveryHost, RegistryLogin, SecretFile, StackNetwork,
+    LINKS_NETWORK_KEY,
+};
 pub use vip::{VipRange, VipRanges};
 
 /// Label holding the id of the task a container runs.
@@ -62,6 +67,10 @@ pub const LABEL_NODE: &str = "berth.node";
 pub const LABEL_SLOT: &str = "berth.slot";
 /// Label holding the stack of a stack's containers and networks.
 pub const LABEL_STACK: &str = "berth.stack";
+/// On a container that joins a berth network: the network's key (its
+/// stack, or the links network's), so its removal can remove the network
+/// once unused.
+pub const LABEL_NETWORK: &str = "berth.network";
 /// What a stack's network is named after: `berth-stack-<stack>`.
 pub const STACK_NETWORK_PREFIX: &str = "berth-stack-";
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use berth_core::{EnvVar, HealthCheck, PortMapping, Resources, ServiceLink, ServiceSpec, Task, VolumeMount};
 
-use super::{LABEL_NODE, LABEL_SERVICE, LABEL_SLOT, LABEL_STACK, LABEL_TASK, STACK_NETWORK_PREFIX};
+use super::{LABEL_NETWORK, LABEL_NODE, LABEL_SERVICE, LABEL_SLOT, LABEL_STACK, LABEL_TASK, STACK_NETWORK_PREFIX};
 
 /// How many characters of the task id go into a container name: enough to
 /// tell the tasks of one slot apart, short enough to read in `docker ps`.
@@ -96,15 +96,18 @@ impl std::fmt::Debug for RegistryLogin {
     }
 }
 
-/// The network one stack's containers share on a node, and how one
-/// container is known on it.
+/// The network one stack's containers share on a node (or the node's
+/// standalone services that have links), and how one container is known on
+/// it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StackNetwork {
+    /// The stack, or [`LINKS_NETWORK_KEY`].
     pub stack: String,
     /// The node the network belongs to: each agent has networks of its own,
     /// even when agents share an engine.
     pub node_id: String,
-    /// `berth-stack-<stack>-<node id prefix>`.
+    /// `berth-stack-<stack>-<node id prefix>`, or `berth-links-<node id
+    /// prefix>`.
     pub name: String,
     /// Names that resolve to this container (and to the other tasks of its
     /// service) for every container on the network: the short service name
@@ -117,12 +120,16 @@ pub struct StackNetwork {
 }
 
 impl StackNetwork {
-    /// The network `spec`'s containers join on node `node_id`; `None` for a
-    /// standalone service.
+    /// The network `spec`'s containers join on node `node_id`: their
+    /// stack's, or for a standalone service with links the node's links
+    /// network (its names resolve there through the node proxy); `None` for
+    /// any other standalone service.
     pub fn for_service(spec: &ServiceSpec, node_id: &str) -> Option<StackNetwork> {
-        if spec.stack.is_empty() {
-            return None;
-        }
+        let key = match (spec.stack.as_str(), spec.links.is_empty()) {
+            ("", true) => return None,
+            ("", false) => LINKS_NETWORK_KEY,
+            (stack, _) => stack,
+        };
         let mut aliases = Vec::with_capacity(2);
         if let Some(short) = spec.short_name() {
             aliases.push(short.to_string());
@@ -132,23 +139,41 @@ impl StackNetwork {
         // stack needs nothing: the service's names resolve already.
         let links = spec.links.iter().filter(|l| !l.alias.is_empty() && l.alias != l.service).cloned().collect();
         Some(StackNetwork {
-            stack: spec.stack.clone(),
+            stack: key.to_string(),
             node_id: node_id.to_string(),
-            name: stack_network_name(&spec.stack, node_id),
+            name: stack_network_name(key, node_id),
             aliases,
             links,
         })
     }
 }
 
+/// The network key of standalone services with links; not a valid stack
+/// name, so never a stack's.
+pub const LINKS_NETWORK_KEY: &str = "_links";
+
 /// Characters of the node id in a stack network's name.
 pub const NETWORK_NODE_ID_CHARS: usize = 12;
 
 /// The engine network of `stack` on node `node_id`:
-/// `berth-stack-<stack>-<first 12 characters of the node id>`.
+/// `berth-stack-<stack>-<first 12 characters of the node id>`, and
+/// `berth-links-<...>` for [`LINKS_NETWORK_KEY`].
 pub fn stack_network_name(stack: &str, node_id: &str) -> String {
     let node: String = node_id.chars().take(NETWORK_NODE_ID_CHARS).collect();
+    if stack == LINKS_NETWORK_KEY {
+        return format!("berth-links-{node}");
+    }
     format!("{STACK_NETWORK_PREFIX}{stack}-{node}")
+}
+
+/// The stack whose services a network's containers name: none (`""`) on
+/// the links network.
+pub fn stack_of_network(key: &str) -> &str {
+    if key == LINKS_NETWORK_KEY {
+        ""
+    } else {
+        key
+    }
 }
 
 impl ContainerSpec {
@@ -166,6 +191,11 @@ impl ContainerSpec {
         } else {
             labels.insert(LABEL_STACK.to_string(), spec.stack.clone());
         }
+        let network = StackNetwork::for_service(spec, node_id);
+        match &network {
+            Some(network) => labels.insert(LABEL_NETWORK.to_string(), network.stack.clone()),
+            None => labels.remove(LABEL_NETWORK),
+        };
         ContainerSpec {
             task_id: task.id.clone(),
             service_id: task.service_id.clone(),
@@ -183,7 +213,7 @@ impl ContainerSpec {
             resources: spec.resources,
             labels,
             volumes: spec.volumes.clone(),
-            network: StackNetwork::for_service(spec, node_id),
+            network,
             proxied_ports: spec.reachable_ports(),
             discovery: Vec::new(),
             secrets: Vec::new(),
@@ -307,6 +337,21 @@ mod tests {
         let spec = ContainerSpec::from_task(&task(service), "n1");
         assert_eq!(spec.network, None);
         assert_eq!(spec.labels.get(LABEL_STACK), None, "only berth says which stack a container is in");
+    }
+
+    #[test]
+    fn a_standalone_service_with_links_joins_its_nodes_links_network() {
+        let mut service = ServiceSpec::new("app", "img");
+        service.links = vec![ServiceLink { service: "pg".into(), alias: "db".into() }];
+        let spec = ContainerSpec::from_task(&task(service), "0123456789abcdef");
+        let network = spec.network.expect("a network");
+        assert_eq!(network.name, "berth-links-0123456789ab");
+        assert_eq!(network.stack, LINKS_NETWORK_KEY);
+        assert_eq!(network.aliases, vec!["app".to_string()]);
+        assert_eq!(spec.labels.get(LABEL_NETWORK).map(String::as_str), Some(LINKS_NETWORK_KEY));
+        assert_eq!(spec.labels.get(LABEL_STACK), None);
+        assert_eq!(stack_of_network(LINKS_NETWORK_KEY), "");
+        assert_eq!(stack_of_network("shop"), "shop");
     }
 
     #[test]

@@ -35,7 +35,7 @@ use self::network::{Joined, StackNetworks};
 use super::VipRanges;
 use super::{
     ContainerInfo, ContainerSpec, ImageEventStream, Runtime, RuntimeError, RuntimeEventStream, StackNetwork,
-    LABEL_NODE, LABEL_STACK, LABEL_TASK,
+    LABEL_NETWORK, LABEL_NODE, LABEL_STACK, LABEL_TASK,
 };
 use tokio::sync::watch;
 
@@ -368,7 +368,8 @@ impl Runtime for DockerRuntime {
         if let Some(task_id) = labels.get(LABEL_TASK) {
             self.forget_secrets(task_id);
         }
-        let stack = labels.remove(LABEL_STACK).filter(|s| !s.is_empty());
+        // Containers from before the network label name their stack only.
+        let stack = labels.remove(LABEL_NETWORK).or_else(|| labels.remove(LABEL_STACK)).filter(|s| !s.is_empty());
         let node = labels.remove(LABEL_NODE).unwrap_or_default();
         match self.force_remove(container_id).await {
             Ok(()) => {
