@@ -259,14 +259,15 @@ async fn grpc_server(
     // HTTP/1.1 is accepted beside gRPC for the trigger URLs; gRPC clients
     // speak HTTP/2 and are routed as before.
     let routes = tonic::service::Routes::from(grpc.into_axum_router().merge(trigger_routes));
+    // The builder's `tcp_nodelay` applies only to listeners tonic binds
+    // itself; accepted sockets of a listener handed in keep Nagle on
+    // unless the incoming stream sets TCP_NODELAY, and every Raft and
+    // client reply is a small write that Nagle would hold back.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .accept_http1(true)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown.cancelled_owned(),
-        )
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
         .context("grpc server failed")
 }
