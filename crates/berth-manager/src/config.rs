@@ -7,7 +7,16 @@ use std::path::PathBuf;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4700";
 
 /// Raft timings. The defaults suit a LAN: a failed leader is replaced in
-/// well under a second, where Swarm's defaults take several seconds.
+/// well under half a second, where Swarm's defaults take several seconds.
+///
+/// openraft (0.9) lets a follower stand for election only after the
+/// leader's lease (`election_timeout_max_ms`) plus its own randomised
+/// timeout (between the min and the max) have passed since it last heard
+/// from the leader: a dead leader is replaced 300-400 ms after its last
+/// heartbeat with these defaults (450-600 ms with 150/300, which missed
+/// the 500 ms failover aim). The earliest election
+/// still needs six missed heartbeats, so a leader slowed by a busy machine
+/// is not deposed.
 #[derive(Debug, Clone)]
 pub struct RaftTimings {
     pub heartbeat_interval_ms: u64,
@@ -21,8 +30,8 @@ impl Default for RaftTimings {
     fn default() -> Self {
         RaftTimings {
             heartbeat_interval_ms: 50,
-            election_timeout_min_ms: 150,
-            election_timeout_max_ms: 300,
+            election_timeout_min_ms: 100,
+            election_timeout_max_ms: 200,
             snapshot_threshold: 10_000,
         }
     }
