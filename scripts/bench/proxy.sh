@@ -86,7 +86,7 @@ fi
 "$ROOT/scripts/build-test-image.sh" >/dev/null
 log "building static_proxy (release)"
 (cd "$ROOT" && cargo build --quiet --release -p berth-proxy --example static_proxy)
-STATIC_PROXY="$ROOT/target/release/examples/static_proxy"
+STATIC_PROXY="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/static_proxy"
 
 # Waits until `curl` gets a 200 from $1 with our Host header.
 wait_ready() {
