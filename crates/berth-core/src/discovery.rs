@@ -1,8 +1,11 @@
 //! Service discovery across nodes, the pure part.
 //!
 //! Every service holds a *virtual IP number*, handed out by the state
-//! machine when the service is created (the lowest number no other service
-//! holds) and kept for its life. Each node turns a number into an address
+//! machine when the service is created and kept for its life: the next
+//! number after the last one handed out that no service holds, wrapping
+//! after [`MAX_VIRTUAL_IP`], so a removed service's number is not given to
+//! a new service while containers may still hold the old name for it.
+//! Each node turns a number into an address
 //! of its own on each stack network it hosts (`berth_agent` says how); a
 //! container resolves a service's name to that address through its
 //! `/etc/hosts`, and the node's proxy, listening there on the service's
@@ -99,10 +102,17 @@ pub fn targets_of_stack<'a>(stack: &str, services: &[Reachable<'a>]) -> Vec<Reac
     targets
 }
 
-/// The lowest virtual IP number (from 1) that none of `taken` is.
-pub fn free_virtual_ip(taken: impl IntoIterator<Item = u32>) -> u32 {
+/// The highest virtual IP number: the addresses of the upper half of a
+/// /20, the narrowest subnet Docker's default pools hand out, less its
+/// first and last.
+pub const MAX_VIRTUAL_IP: u32 = 2_046;
+
+/// The first number after `last` (wrapping after [`MAX_VIRTUAL_IP`]) that
+/// none of `taken` is; 0 when every number is taken.
+pub fn free_virtual_ip(taken: impl IntoIterator<Item = u32>, last: u32) -> u32 {
     let taken: BTreeSet<u32> = taken.into_iter().collect();
-    (1..).find(|n| !taken.contains(n)).unwrap_or(0)
+    let start = last % MAX_VIRTUAL_IP;
+    (1..=MAX_VIRTUAL_IP).map(|step| (start + step - 1) % MAX_VIRTUAL_IP + 1).find(|n| !taken.contains(n)).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -166,9 +176,12 @@ mod tests {
     }
 
     #[test]
-    fn free_numbers_fill_gaps_first() {
-        assert_eq!(free_virtual_ip([]), 1);
-        assert_eq!(free_virtual_ip([1, 2, 4]), 3);
-        assert_eq!(free_virtual_ip([2, 3]), 1);
+    fn numbers_go_on_from_the_last_one_and_wrap_round() {
+        assert_eq!(free_virtual_ip([], 0), 1);
+        assert_eq!(free_virtual_ip([1, 2, 4], 2), 3);
+        assert_eq!(free_virtual_ip([2], 3), 4, "a freed lower number waits its turn");
+        assert_eq!(free_virtual_ip([1], MAX_VIRTUAL_IP), 2, "after the highest, round again");
+        assert_eq!(free_virtual_ip([MAX_VIRTUAL_IP], MAX_VIRTUAL_IP - 1), 1);
+        assert_eq!(free_virtual_ip(1..=MAX_VIRTUAL_IP, 7), 0, "none left");
     }
 }

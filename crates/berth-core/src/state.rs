@@ -275,6 +275,8 @@ pub struct ClusterState {
     pub applied_index: u64,
     /// The highest manager id handed out; ids are never reused.
     pub last_manager_id: u64,
+    /// The last virtual IP number handed to a service (`discovery`).
+    pub last_virtual_ip: u32,
     services: BTreeMap<String, Service>,
     /// Index: service name to id.
     service_ids: BTreeMap<String, String>,
@@ -1255,7 +1257,11 @@ impl ClusterState {
     /// Records a service that did not exist, with a virtual IP number of
     /// its own.
     fn create_service(&mut self, mut service: Service, changes: &mut Vec<Change>) -> Outcome {
-        service.virtual_ip = crate::discovery::free_virtual_ip(self.services.values().map(|s| s.virtual_ip));
+        service.virtual_ip =
+            crate::discovery::free_virtual_ip(self.services.values().map(|s| s.virtual_ip), self.last_virtual_ip);
+        if service.virtual_ip > 0 {
+            self.last_virtual_ip = service.virtual_ip;
+        }
         self.upsert_service(service, changes)
     }
 
@@ -1346,7 +1352,7 @@ mod tests {
     }
 
     #[test]
-    fn each_service_gets_the_lowest_free_virtual_ip_number_and_keeps_it() {
+    fn each_service_gets_the_next_free_virtual_ip_number_and_keeps_it() {
         let mut state = ClusterState::default();
         for (i, name) in ["a", "b", "c"].iter().enumerate() {
             let _ = state.apply(i as u64 + 1, &request(name, create(name)));
@@ -1359,7 +1365,7 @@ mod tests {
         let _ = state.apply(5, &request("up", update));
         let _ = state.apply(6, &request("d", create("d")));
         assert_eq!(number(&state, "a"), Some(1), "an update keeps the number");
-        assert_eq!(number(&state, "d"), Some(2), "a freed number is handed out again");
+        assert_eq!(number(&state, "d"), Some(4), "a freed number is not handed out at once");
     }
 
     #[test]
