@@ -337,6 +337,29 @@ mod tests {
     }
 
     #[test]
+    fn a_stack_network_of_this_node_gets_its_services_virtual_ips() {
+        let mut view = view();
+        let mut api = service("shop_api", &[], &[8080]);
+        api.virtual_ip = 3;
+        if let Some(spec) = api.spec.as_mut() {
+            spec.stack = "shop".into();
+        }
+        let mut other = service("blog_web", &[], &[80]);
+        other.virtual_ip = 4;
+        view.services.insert("shop_api".into(), api);
+        view.services.insert("blog_web".into(), other);
+        view.tasks.insert("t1".into(), task("t1", "shop_api", "n2", true, "running", 8080, 32005));
+        let block = "172.20.128.0/17".parse().unwrap_or_else(|e| panic!("{e}"));
+        let ranges = VipRanges::from([("shop".to_string(), crate::runtime::VipRange { bridge: "br-x".into(), block })]);
+        let table = routes_from(&view, &ranges);
+        let vip: SocketAddr = "172.20.128.3:8080".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(table.tcp_at.keys().collect::<Vec<_>>(), vec![&vip], "only the stack's own service: {table:?}");
+        let backends: Vec<String> = table.tcp_at[&vip].backends.iter().map(|b| b.addr.to_string()).collect();
+        assert_eq!(backends, vec!["10.0.0.2:32005"], "the task on the other node, at its published port");
+        assert!(routes_from(&view, &VipRanges::new()).tcp_at.is_empty(), "no stack network here, no listener");
+    }
+
+    #[test]
     fn a_service_without_virtual_hosts_or_tcp_ports_is_not_routed() {
         let mut view = view();
         view.services.insert("worker".into(), service("worker", &[], &[]));

@@ -30,14 +30,13 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures::StreamExt;
+use tokio::sync::watch;
 
 use self::network::{Joined, StackNetworks};
-use super::VipRanges;
 use super::{
-    ContainerInfo, ContainerSpec, ImageEventStream, Runtime, RuntimeError, RuntimeEventStream, StackNetwork,
+    ContainerInfo, ContainerSpec, ImageEventStream, Runtime, RuntimeError, RuntimeEventStream, StackNetwork, VipRanges,
     LABEL_NETWORK, LABEL_NODE, LABEL_STACK, LABEL_TASK,
 };
-use tokio::sync::watch;
 
 /// Containers inspected at once while listing.
 pub const LIST_INSPECT_CONCURRENCY: usize = 8;
