@@ -32,6 +32,13 @@ pub struct Request {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
+    /// Requests that reached the leader together, committed as one entry
+    /// and applied one after the other, each as if it had an entry of its
+    /// own (its own deduplication, its own response) but sharing the
+    /// entry's index: fewer, larger entries when many clients write at once.
+    Batch {
+        requests: Vec<Request>,
+    },
     /// The first entry of a new cluster, proposed by `manager init`.
     InitCluster {
         cluster_id: String,
@@ -206,6 +213,8 @@ pub enum Outcome {
     SecretRemoved {
         id: String,
     },
+    /// The responses of a `Command::Batch`, in its order.
+    Batch(Vec<Response>),
 }
 
 /// A change to the state, as `Watch` streams it.
@@ -338,6 +347,8 @@ impl RememberedOutcome {
             Outcome::StackRemoved { services } => RememberedOutcome::StackRemoved { services: services.clone() },
             Outcome::Secret(secret) => RememberedOutcome::Secret { id: secret.id.clone() },
             Outcome::SecretRemoved { id } => RememberedOutcome::SecretRemoved { id: id.clone() },
+            // Not reached: a batch's requests are remembered one by one.
+            Outcome::Batch(_) => RememberedOutcome::Done,
         }
     }
 }
@@ -473,6 +484,8 @@ impl ClusterState {
     /// may have moved between the check and the commit.
     pub fn check(&self, command: &Command) -> Result<(), CoreError> {
         match command {
+            // Each request is checked as it is applied.
+            Command::Batch { .. } => Ok(()),
             Command::InitCluster { .. } => {
                 if self.cluster.is_some() {
                     return Err(CoreError::Conflict("cluster is already initialised".into()));
@@ -808,6 +821,16 @@ impl ClusterState {
     /// returns the first response again and changes nothing.
     pub fn apply(&mut self, index: u64, request: &Request) -> (Response, Vec<Change>) {
         self.applied_index = index;
+        if let Command::Batch { requests } = &request.command {
+            let mut changes = Vec::new();
+            let mut responses = Vec::with_capacity(requests.len());
+            for request in requests {
+                let (response, changed) = self.apply(index, request);
+                responses.push(response);
+                changes.extend(changed);
+            }
+            return (Ok(Outcome::Batch(responses)), changes);
+        }
         if let Some(previous) = self.previous_response(&request.request_id) {
             return (previous, Vec::new());
         }
@@ -821,6 +844,8 @@ impl ClusterState {
     fn execute(&mut self, index: u64, request: &Request, changes: &mut Vec<Change>) -> Outcome {
         let now = request.issued_at_ms;
         match &request.command {
+            // `apply` takes a batch apart before it gets here.
+            Command::Batch { .. } => Outcome::Done,
             Command::InitCluster { cluster_id, manager_token_hash, worker_token_hash } => {
                 self.cluster = Some(ClusterInfo {
                     id: cluster_id.clone(),
@@ -1366,6 +1391,31 @@ mod tests {
         let _ = state.apply(6, &request("d", create("d")));
         assert_eq!(number(&state, "a"), Some(1), "an update keeps the number");
         assert_eq!(number(&state, "d"), Some(4), "a freed number is not handed out at once");
+    }
+
+    #[test]
+    fn a_batch_applies_each_request_as_its_own_entry_would() {
+        let mut state = ClusterState::default();
+        let _ = state.apply(1, &request("a", create("web")));
+        let update = |id: &str, image: &str| {
+            let spec = ServiceSpec::new("web", image);
+            request(id, Command::UpdateService { name: "web".into(), spec, expected_version: 1 })
+        };
+        let batch = Command::Batch {
+            requests: vec![update("u1", "busybox:2"), update("u2", "busybox:3"), request("a", create("web"))],
+        };
+        let (response, changes) = state.apply(7, &request("", batch));
+        let Ok(Outcome::Batch(responses)) = response else { panic!("not a batch response: {response:?}") };
+        assert!(matches!(&responses[0], Ok(Outcome::Service(s)) if s.version == 7 && s.spec.image == "busybox:2"));
+        assert_eq!(responses[1], Err(CoreError::StaleVersion { expected: 1, found: 7 }), "based on the old version");
+        assert!(
+            matches!(&responses[2], Ok(Outcome::Service(s)) if s.id == "id-web"),
+            "a retried create is answered from memory, not refused as a duplicate"
+        );
+        assert_eq!(changes.len(), 1, "only the first update changed anything");
+        let again = state.apply(8, &update("u1", "busybox:2"));
+        assert!(matches!(&again.0, Ok(Outcome::Service(s)) if s.spec.image == "busybox:2"));
+        assert!(again.1.is_empty(), "a request of a batch is deduplicated like any other");
     }
 
     #[test]

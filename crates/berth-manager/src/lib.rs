@@ -13,6 +13,7 @@ pub mod error;
 pub mod identity;
 pub mod network;
 pub mod node;
+pub mod proposer;
 pub mod raft_service;
 pub mod seal;
 pub mod triggers;
@@ -161,7 +162,9 @@ async fn serve(
     let raft = berth_store::Raft::new(identity.node_id, raft_config, network, log_store, state_machine)
         .await
         .context("cannot start raft")?;
-    let node = Arc::new(ManagerNode { id: identity.node_id, raft, view, identity: identity.clone(), peers });
+    let commit_timeout = std::time::Duration::from_millis(node::LEADER_COMMIT_TIMEOUT_MS);
+    let proposer = proposer::Proposer::start(raft.clone(), identity.node_id, commit_timeout);
+    let node = Arc::new(ManagerNode { id: identity.node_id, raft, view, identity: identity.clone(), peers, proposer });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

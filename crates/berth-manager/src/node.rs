@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use crate::error::ManagerError;
 use crate::identity::Identity;
 use crate::network::PeerChannels;
+use crate::proposer::{ProposeFailure, Proposer};
 
 /// A client hears back within this time: committed, refused, or "no quorum".
 pub const WRITE_DEADLINE_MS: u64 = 1_800;
@@ -38,12 +39,7 @@ pub enum ForwardReply {
     Applied(Response),
     NotLeader,
     NoQuorum(String),
-}
-
-/// Why the local leader could not commit a request.
-enum ProposeFailure {
-    NotLeader,
-    NoQuorum(String),
+    Failed(String),
 }
 
 pub struct ManagerNode {
@@ -52,6 +48,8 @@ pub struct ManagerNode {
     pub view: StateView,
     pub identity: Identity,
     pub peers: PeerChannels,
+    /// Proposes this manager's writes while it leads, batched.
+    pub proposer: Proposer,
 }
 
 pub fn now_ms() -> i64 {
@@ -100,11 +98,13 @@ impl ManagerNode {
                 Some((leader, _)) if leader == self.id => match self.propose_as_leader(&request, remaining).await {
                     Ok(response) => return Ok(response?),
                     Err(ProposeFailure::NoQuorum(message)) => return Err(ManagerError::NoQuorum(message)),
+                    Err(ProposeFailure::Internal(message)) => return Err(ManagerError::Internal(message)),
                     Err(ProposeFailure::NotLeader) => {}
                 },
                 Some((leader, addr)) => match self.forward(&addr, &request, remaining).await {
                     Ok(ForwardReply::Applied(response)) => return Ok(response?),
                     Ok(ForwardReply::NoQuorum(message)) => return Err(ManagerError::NoQuorum(message)),
+                    Ok(ForwardReply::Failed(message)) => return Err(ManagerError::Internal(message)),
                     Ok(ForwardReply::NotLeader) => {
                         debug!(leader, "forwarded to a former leader; retrying")
                     }
@@ -138,17 +138,7 @@ impl ManagerNode {
             return Ok(response);
         }
         let timeout = budget.min(Duration::from_millis(LEADER_COMMIT_TIMEOUT_MS));
-        match tokio::time::timeout(timeout, self.raft.client_write(request.clone())).await {
-            Ok(Ok(reply)) => Ok(reply.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(ProposeFailure::NotLeader),
-            Ok(Err(e)) => Err(ProposeFailure::NoQuorum(e.to_string())),
-            Err(_) => Err(ProposeFailure::NoQuorum(format!(
-                "the leader (manager {}) could not reach a majority of managers within {} ms; the write may \
-                 still be applied if they come back, and retrying with the same request id is safe",
-                self.id,
-                timeout.as_millis()
-            ))),
-        }
+        self.proposer.propose(request.clone(), timeout).await
     }
 
     async fn forward(&self, addr: &str, request: &Request, budget: Duration) -> Result<ForwardReply, ManagerError> {
@@ -171,6 +161,7 @@ impl ManagerNode {
             Ok(response) => ForwardReply::Applied(response),
             Err(ProposeFailure::NotLeader) => ForwardReply::NotLeader,
             Err(ProposeFailure::NoQuorum(message)) => ForwardReply::NoQuorum(message),
+            Err(ProposeFailure::Internal(message)) => ForwardReply::Failed(message),
         }
     }
 
