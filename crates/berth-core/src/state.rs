@@ -820,12 +820,21 @@ impl ClusterState {
     /// the client and the changes for watchers. A request id seen before
     /// returns the first response again and changes nothing.
     pub fn apply(&mut self, index: u64, request: &Request) -> (Response, Vec<Change>) {
+        self.apply_nested(index, request, false)
+    }
+
+    fn apply_nested(&mut self, index: u64, request: &Request, in_batch: bool) -> (Response, Vec<Change>) {
         self.applied_index = index;
         if let Command::Batch { requests } = &request.command {
+            // Only the leader makes batches, of lone requests: one inside
+            // another is refused rather than recursed into.
+            if in_batch {
+                return (Err(CoreError::Conflict("a batch cannot hold another batch".into())), Vec::new());
+            }
             let mut changes = Vec::new();
             let mut responses = Vec::with_capacity(requests.len());
             for request in requests {
-                let (response, changed) = self.apply(index, request);
+                let (response, changed) = self.apply_nested(index, request, true);
                 responses.push(response);
                 changes.extend(changed);
             }
@@ -1416,6 +1425,17 @@ mod tests {
         let again = state.apply(8, &update("u1", "busybox:2"));
         assert!(matches!(&again.0, Ok(Outcome::Service(s)) if s.spec.image == "busybox:2"));
         assert!(again.1.is_empty(), "a request of a batch is deduplicated like any other");
+    }
+
+    #[test]
+    fn a_batch_inside_a_batch_is_refused() {
+        let mut state = ClusterState::default();
+        let batch = |requests: Vec<Request>| request("", Command::Batch { requests });
+        let nested = batch(vec![batch(vec![request("a", create("a"))]), request("b", create("b"))]);
+        let (response, _) = state.apply(1, &nested);
+        let Ok(Outcome::Batch(answers)) = response else { panic!("{response:?}") };
+        assert!(answers[0].is_err() && answers[1].is_ok(), "{answers:?}");
+        assert!(state.service("a").is_none() && state.service("b").is_some());
     }
 
     #[test]
