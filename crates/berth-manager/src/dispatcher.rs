@@ -293,6 +293,9 @@ fn concerns(change: &berth_core::Change, node_id: &str) -> bool {
 /// A task that is meant to run gets the secrets it uses, opened here: only
 /// the node running it ever receives them.
 fn assignments_of(state: &berth_core::ClusterState, node_id: &str, key: Option<&DataKey>) -> Vec<pb::Assignment> {
+    // Once per push, not once per task.
+    let services: Vec<Reachable<'_>> =
+        state.services().map(|s| Reachable { spec: &s.spec, virtual_ip: s.virtual_ip }).collect();
     state
         .tasks_of_node(node_id)
         .map(|t| pb::Assignment {
@@ -305,16 +308,15 @@ fn assignments_of(state: &berth_core::ClusterState, node_id: &str, key: Option<&
             spec: Some(spec_to_proto(&t.spec)),
             secrets: if t.is_live() { opened_secrets(state, t, key) } else { Vec::new() },
             registry: if t.is_live() { registry_credentials(state, t, key) } else { None },
-            discovery: if t.is_live() { discovery_names(state, &t.spec) } else { Vec::new() },
+            discovery: if t.is_live() { discovery_names(&services, &t.spec) } else { Vec::new() },
         })
         .collect()
 }
 
-/// The names a task's container resolves through its node's proxy.
-fn discovery_names(state: &berth_core::ClusterState, spec: &berth_core::ServiceSpec) -> Vec<pb::DiscoveryName> {
-    let services: Vec<Reachable<'_>> =
-        state.services().map(|s| Reachable { spec: &s.spec, virtual_ip: s.virtual_ip }).collect();
-    names_for(spec, &services)
+/// The names a task's container resolves through its node's proxy, given
+/// every service of the cluster.
+fn discovery_names(services: &[Reachable<'_>], spec: &berth_core::ServiceSpec) -> Vec<pb::DiscoveryName> {
+    names_for(spec, services)
         .into_iter()
         .map(|n| pb::DiscoveryName { name: n.name, virtual_ip: n.virtual_ip })
         .collect()
