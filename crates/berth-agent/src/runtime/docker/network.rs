@@ -89,6 +89,9 @@ pub(super) struct StackNetworks {
     ranges: Arc<watch::Sender<VipRanges>>,
     /// Virtual IPs already on a bridge, so each is assigned once.
     assigned: Arc<parking_lot::Mutex<HashSet<(String, Ipv4Addr)>>>,
+    /// Each network's virtual IP range by network id, read once: a
+    /// network's subnet never changes.
+    known: Arc<parking_lot::Mutex<HashMap<String, Option<VipRange>>>>,
     /// Whether the networks left by an earlier run were read.
     seeded: Arc<AtomicBool>,
 }
@@ -101,6 +104,7 @@ impl StackNetworks {
             starting: Arc::new(RwLock::new(())),
             ranges: Arc::new(watch::channel(VipRanges::new()).0),
             assigned: Arc::new(parking_lot::Mutex::new(HashSet::new())),
+            known: Arc::new(parking_lot::Mutex::new(HashMap::new())),
             seeded: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -129,11 +133,23 @@ impl StackNetworks {
         for network in networks {
             let stack = network.labels.as_ref().and_then(|l| l.get(LABEL_STACK)).cloned();
             let Some(id) = network.id.clone() else { continue };
-            // The list leaves the IPAM settings out on some engines.
-            if let (Some(stack), Ok(inspected)) = (stack, self.docker.inspect_network(&id, None).await) {
-                self.publish(&stack, convert::vip_range_of(&inspected));
+            if let (Some(stack), Ok(range)) = (stack, self.vip_range(&id).await) {
+                self.publish(&stack, range);
             }
         }
+    }
+
+    /// Where network `id` keeps its virtual IPs: inspected the first time
+    /// (the network list leaves the IPAM settings out on some engines).
+    async fn vip_range(&self, id: &str) -> Result<Option<VipRange>, RuntimeError> {
+        if let Some(known) = self.known.lock().get(id) {
+            return Ok(known.clone());
+        }
+        let inspected =
+            self.docker.inspect_network(id, None).await.map_err(|e| engine_error("inspect a network", e))?;
+        let range = convert::vip_range_of(&inspected);
+        self.known.lock().insert(id.to_string(), range.clone());
+        Ok(range)
     }
 
     fn publish(&self, stack: &str, vips: Option<VipRange>) {
@@ -186,10 +202,7 @@ impl StackNetworks {
                 0 => self.create(network).await?,
                 1 => {
                     let id = found.remove(0);
-                    let vips = match self.docker.inspect_network(&id, None).await {
-                        Ok(inspected) => convert::vip_range_of(&inspected),
-                        Err(e) => return Err(engine_error("inspect a network", e)),
-                    };
+                    let vips = self.vip_range(&id).await?;
                     self.publish(&network.stack, vips.clone());
                     return Ok(Joined { id, vips });
                 }
@@ -340,7 +353,10 @@ impl StackNetworks {
     /// Removes network `id`; one that is in use or already gone stays as it is.
     async fn remove_quietly(&self, name: &str, id: &str) {
         match self.docker.remove_network(id).await {
-            Ok(()) => tracing::info!(network = %name, id = %id, "removed a stack network"),
+            Ok(()) => {
+                self.known.lock().remove(id);
+                tracing::info!(network = %name, id = %id, "removed a stack network")
+            }
             Err(e) if matches!(status_of(&e), Some(HTTP_FORBIDDEN | HTTP_NOT_FOUND | HTTP_CONFLICT)) => {
                 tracing::debug!(network = %name, id = %id, error = %e, "stack network not removed")
             }
