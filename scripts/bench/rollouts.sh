@@ -34,6 +34,7 @@ BERTH_PORT=${BERTH_PORT:-25792}
 BERTH_RUST_LOG=${BERTH_RUST_LOG:-}
 BUILD=${BUILD:-1}
 HOST=127.0.0.1
+DOCKER_SOCKET=${DOCKER_SOCKET:-/var/run/docker.sock}
 IMAGE=berth-test/busybox:latest
 # busybox `sh` as PID 1 would ignore SIGTERM; the trap makes it exit at
 # once, so every system's stop is the engine's kill, not a grace period.
@@ -367,6 +368,29 @@ docker_loop() {
     t1=$(now_ns)
     record_rollout loop "$file" "$t0" "$(secs_between "$t0" "$t1")"
     remove_containers "$MEASURE_LABEL_KEY=$measure"
+    engine_floor "$run"
+}
+
+# engine_floor RUN: the least time any one-slot-at-a-time start-first
+# rollout of REPLICAS containers can take on this engine: REPLICAS
+# containers, created beforehand, started one after the other straight
+# through the engine's API (curl on its socket, no CLI start-up), with
+# nothing else running. No orchestrator can start a slot's new container
+# in less than one such call.
+engine_floor() {
+    local run=$1 measure=$TAG-floor-$1 t0 t1 slot ids=()
+    log "run $run/$RUNS: engine floor: $REPLICAS start calls one after another, containers created beforehand"
+    for ((slot = 1; slot <= REPLICAS; slot++)); do
+        ids[slot]=$(docker create --name "$TAG-floor-$run.$slot.0" --label "$RUN_LABEL_KEY=$TAG" \
+            --label "$MEASURE_LABEL_KEY=$measure" "$IMAGE" "${COMMAND[@]}")
+    done
+    t0=$(now_ns)
+    for ((slot = 1; slot <= REPLICAS; slot++)); do
+        curl -sf --unix-socket "$DOCKER_SOCKET" -X POST "http://engine/containers/${ids[slot]}/start" >/dev/null
+    done
+    t1=$(now_ns)
+    record rollout floor "$(secs_between "$t0" "$t1")"
+    remove_containers "$MEASURE_LABEL_KEY=$measure"
 }
 
 # ---------------------------------------------------------------- swarm
@@ -539,7 +563,7 @@ cell() {
 }
 
 report() {
-    local metric row system values row_fmt bs bt lp ws wt
+    local metric row system values row_fmt bs bt lp ws wt fl
     row_fmt="%-48s %11s %11s %11s %11s %11s\n"
     echo
     echo "rolling redeploy on the local engine ($(nproc) CPUs, Docker $(docker version --format '{{.Server.Version}}')):" \
@@ -573,6 +597,11 @@ report() {
     echo "aim: berth stop-first no slower than the docker loop (ratio <= $AIM_STOP_FIRST_RATIO_TO_LOOP):" \
         "$(at_most "$(ratio "$bs" "$lp")" "$AIM_STOP_FIRST_RATIO_TO_LOOP")"
     echo "aim: berth start-first under $AIM_START_FIRST_SECS s: $(below "$bt" "$AIM_START_FIRST_SECS")"
+    fl=$(median rollout floor)
+    if [[ $fl != n/a ]]; then
+        echo "engine floor: $REPLICAS start calls one after another, nothing else running: $fl s" \
+            "($(per_slot "$fl") s each); berth start-first / floor: $(ratio "$bt" "$fl")"
+    fi
     if [[ -n $SWARM_NOTE ]]; then echo "note: Swarm not measured: $SWARM_NOTE"; fi
     if ((${#FAILURES[@]} > 0)); then
         echo "note: failed measurements (figures missing): ${FAILURES[*]}"
