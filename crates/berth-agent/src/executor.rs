@@ -397,23 +397,22 @@ impl Executor {
                         None => (false, None, false),
                     }
                 };
-                if !known {
+                // A container berth is stopping is reported by `stop_task`
+                // once the engine's stop call returns: the engine still
+                // tears the container down after its `die` event (network,
+                // mounts), and a replacement started during that teardown
+                // took ~100 ms longer to start (stop-first rollouts).
+                if !known || stopping {
                     return;
                 }
-                let state = if stopping {
-                    TaskState::Shutdown
-                } else if exit_code == Some(0) {
-                    TaskState::Complete
-                } else {
-                    TaskState::Failed
-                };
+                let state = if exit_code == Some(0) { TaskState::Complete } else { TaskState::Failed };
                 let report = StatusReport {
                     task_id: task_id.clone(),
                     state,
                     health: Health::None,
                     container_id: container_id.clone(),
                     exit_code,
-                    message: if stopping { "stopped by berth".into() } else { exit_message(state, exit_code) },
+                    message: exit_message(state, exit_code),
                     endpoints: Vec::new(),
                 };
                 self.report(report.clone());
