@@ -2,9 +2,12 @@
 # Control-plane benchmark: a 3-manager berth cluster against a 3-member etcd
 # cluster, both on loopback on this machine, under the same load from
 # berth-bench. For each run it starts a fresh cluster of each system, measures
-# committed writes/s and p50/p99 latency from 1 and from 64 clients, then
-# SIGKILLs the leader and times until the first write the new leader
-# acknowledges; at the end it prints the medians and the ratio berth/etcd.
+# committed writes/s and p50/p99 latency from 1 and from 64 clients, with the
+# CPU time the servers and the load generator spent per write, then a no-op
+# gRPC call to berth's managers under the same load (the floor under a
+# write), then SIGKILLs the leader and times until the first write the new
+# leader acknowledges; at the end it prints the medians and the ratio
+# berth/etcd.
 # Installs Debian's etcd-server with apt-get if `etcd` is missing.
 #
 # Usage: scripts/bench/control-plane.sh
@@ -109,6 +112,52 @@ build() {
     (cd "$ROOT" && cargo build --release -q "${packages[@]}") >&2
 }
 
+TICKS_PER_SEC=$(getconf CLK_TCK)
+
+# cpu_ticks PID...: the user and system CPU time the processes have used.
+cpu_ticks() {
+    local pid total=0
+    for pid in "$@"; do
+        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+    done
+    echo "$total"
+}
+
+# with_cpu LINE SERVER_TICKS CLIENT_TIMES: the throughput JSON line with the
+# CPU time spent per acknowledged write by the servers together and by the
+# load generator (CLIENT_TIMES: its user and system seconds).
+with_cpu() {
+    local writes
+    writes=$(grep -o '"writes":[0-9]*' <<<"$1" | cut -d: -f2)
+    awk -v line="$1" -v ticks="$2" -v hz="$TICKS_PER_SEC" -v times="$3" -v writes="${writes:-0}" 'BEGIN {
+        split(times, t, " ")
+        if (writes > 0) {
+            sub(/}$/, sprintf(",\"server_cpu_us_per_write\":%.1f,\"client_cpu_us_per_write\":%.1f}",
+                ticks / hz * 1e6 / writes, (t[1] + t[2]) * 1e6 / writes), line)
+        }
+        print line
+    }'
+}
+
+# throughput SYSTEM ORDERED_ENDPOINTS CLIENTS ENDPOINT...: one throughput
+# run, recorded with the CPU time the servers (ENDPOINT...) and the load
+# generator spent on it.
+throughput() {
+    local system=$1 ordered=$2 clients=$3 e before after times line servers=()
+    shift 3
+    for e in "$@"; do servers+=("${ENDPOINT_PID[$e]}"); done
+    before=$(cpu_ticks "${servers[@]}")
+    times=$({
+        TIMEFORMAT='%U %S'
+        time "$BENCH" throughput --system "$system" --endpoints "$ordered" \
+            --clients "$clients" --duration-secs "$DURATION" >"$TMP/line"
+    } 2>&1)
+    after=$(cpu_ticks "${servers[@]}")
+    line=$(with_cpu "$(cat "$TMP/line")" $((after - before)) "$times")
+    log "$line"
+    echo "$line" >>"$RESULTS_FILE"
+}
+
 # measure SYSTEM ENDPOINT... : throughput at 1 and $CLIENTS clients,
 # then failover; ENDPOINT_PID maps each endpoint to its process. Endpoints
 # are ordered leader first, so the single client talks to the leader and the
@@ -116,19 +165,20 @@ build() {
 measure() {
     local system=$1
     shift
-    local all leader ordered e
+    local all leader ordered e kind line
     all=$(IFS=,; echo "$*")
     leader=$("$BENCH" leader --system "$system" --endpoints "$all" --wait-secs "$READY_TIMEOUT_SECS")
     ordered=$leader
     for e in "$@"; do [[ $e == "$leader" ]] || ordered+=",$e"; done
     log "$system leader is $leader (pid ${ENDPOINT_PID[$leader]})"
 
-    local clients line
-    for clients in 1 "$CLIENTS"; do
-        line=$("$BENCH" throughput --system "$system" --endpoints "$ordered" \
-            --clients "$clients" --duration-secs "$DURATION")
-        log "$line"
-        echo "$line" >>"$RESULTS_FILE"
+    local clients kinds=("$system")
+    # berth's managers also answer a no-op call: the floor under a write.
+    if [[ $system == berth ]]; then kinds+=(berth-noop); fi
+    for kind in "${kinds[@]}"; do
+        for clients in 1 "$CLIENTS"; do
+            throughput "$kind" "$ordered" "$clients" "$@"
+        done
     done
     line=$("$BENCH" failover --system "$system" --endpoints "$ordered" \
         --kill-pid "${ENDPOINT_PID[$leader]}" --retry-ms "$RETRY_MS" \

@@ -15,6 +15,10 @@ enum Kind {
     WritesPerSec,
     P50Ms,
     P99Ms,
+    /// CPU time of the three servers together, per acknowledged write.
+    ServerCpuUs,
+    /// CPU time of the load generator itself, per acknowledged write.
+    ClientCpuUs,
     FailoverMs,
 }
 
@@ -32,20 +36,23 @@ impl Metric {
             Kind::WritesPerSec => format!("writes/s @{}", self.clients),
             Kind::P50Ms => format!("p50 ms @{}", self.clients),
             Kind::P99Ms => format!("p99 ms @{}", self.clients),
+            Kind::ServerCpuUs => format!("servers' CPU us/write @{}", self.clients),
+            Kind::ClientCpuUs => format!("client's CPU us/write @{}", self.clients),
             Kind::FailoverMs => "failover ms".to_string(),
         }
     }
 
     fn decimals(self) -> usize {
         match self.kind {
-            Kind::WritesPerSec | Kind::FailoverMs => 0,
+            Kind::WritesPerSec | Kind::FailoverMs | Kind::ServerCpuUs | Kind::ClientCpuUs => 0,
             Kind::P50Ms | Kind::P99Ms => 3,
         }
     }
 }
 
-/// The systems' columns, in this order; the ratio is the first over the second.
-const SYSTEMS: [&str; 2] = ["berth", "etcd"];
+/// The systems' columns, in this order; the ratio is the first over the
+/// second. The third is the no-op gRPC baseline, when it was measured.
+const SYSTEMS: [&str; 3] = ["berth", "etcd", "berth-noop"];
 
 /// All samples of a set of runs, by metric and system.
 #[derive(Default)]
@@ -83,8 +90,16 @@ impl Results {
             bail!("neither \"failover_ms\" nor \"clients\": not a berth-bench result");
         };
         let field = |name: &str| line.get(name).and_then(Value::as_f64);
-        for (kind, name) in [(Kind::WritesPerSec, "writes_per_sec"), (Kind::P50Ms, "p50_ms"), (Kind::P99Ms, "p99_ms")] {
-            // A run with no acknowledged write has null percentiles.
+        let kinds = [
+            (Kind::WritesPerSec, "writes_per_sec"),
+            (Kind::P50Ms, "p50_ms"),
+            (Kind::P99Ms, "p99_ms"),
+            (Kind::ServerCpuUs, "server_cpu_us_per_write"),
+            (Kind::ClientCpuUs, "client_cpu_us_per_write"),
+        ];
+        for (kind, name) in kinds {
+            // A run with no acknowledged write has null percentiles, and a
+            // line from `throughput` alone has no CPU figures.
             if let Some(value) = field(name) {
                 self.push(Metric { clients, kind }, system, value);
             }
@@ -100,18 +115,19 @@ impl Results {
 
     /// The comparison table, one row per metric.
     pub fn table(&self) -> String {
-        let header = ["metric", "berth (median)", "etcd (median)", "ratio berth/etcd", "runs b/e"];
+        let header =
+            ["metric", "berth (median)", "etcd (median)", "ratio berth/etcd", "no-op gRPC (median)", "runs b/e/n"];
         let mut rows = vec![header.map(String::from).to_vec()];
         for (metric, by_system) in &self.samples {
             let medians = SYSTEMS.map(|s| by_system.get(s).and_then(|v| median(v)));
             let runs = SYSTEMS.map(|s| by_system.get(s).map_or(0, Vec::len));
             let shown = medians.map(|m| m.map_or_else(|| "-".to_string(), |v| format!("{v:.*}", metric.decimals())));
             let ratio = match medians {
-                [Some(b), Some(e)] if e != 0.0 => format!("{:.2}", b / e),
+                [Some(b), Some(e), _] if e != 0.0 => format!("{:.2}", b / e),
                 _ => "-".to_string(),
             };
-            let [berth, etcd] = shown;
-            rows.push(vec![metric.label(), berth, etcd, ratio, format!("{}/{}", runs[0], runs[1])]);
+            let [berth, etcd, noop] = shown;
+            rows.push(vec![metric.label(), berth, etcd, ratio, noop, format!("{}/{}/{}", runs[0], runs[1], runs[2])]);
         }
         let widths: Vec<usize> =
             (0..header.len()).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
@@ -129,8 +145,11 @@ impl Results {
                 let _ = writeln!(out, "{}", rule.join("-|-"));
             }
         }
-        let errors: Vec<String> =
-            SYSTEMS.iter().map(|s| format!("{s} {}", self.errors.get(*s).copied().unwrap_or(0))).collect();
+        let errors: Vec<String> = SYSTEMS
+            .iter()
+            .filter(|s| self.samples.values().any(|by_system| by_system.contains_key(**s)))
+            .map(|s| format!("{s} {}", self.errors.get(*s).copied().unwrap_or(0)))
+            .collect();
         let _ = writeln!(out, "failed writes during throughput runs: {}", errors.join(", "));
         out
     }
@@ -165,18 +184,21 @@ mod tests {
 {"system":"etcd","clients":1,"writes_per_sec":1000.0,"p50_ms":0.7,"p99_ms":1.1,"errors":0}
 {"system":"etcd","clients":1,"writes_per_sec":1200.0,"p50_ms":0.6,"p99_ms":1.0,"errors":0}
 {"system":"etcd","clients":1,"writes_per_sec":1400.0,"p50_ms":0.8,"p99_ms":1.2,"errors":0}
-{"system":"berth","clients":1,"writes_per_sec":600.0,"p50_ms":1.4,"p99_ms":2.2,"errors":2}
+{"system":"berth","clients":1,"writes_per_sec":600.0,"p50_ms":1.4,"p99_ms":2.2,"errors":2,"server_cpu_us_per_write":900.0,"client_cpu_us_per_write":120.0}
 {"system":"etcd","clients":64,"writes_per_sec":4400.0,"p50_ms":14.0,"p99_ms":30.0,"errors":0}
+{"system":"berth-noop","clients":1,"writes_per_sec":5000.0,"p50_ms":0.2,"p99_ms":0.3,"errors":0}
 {"system":"etcd","failover_ms":1200.0}
 {"system":"berth","failover_ms":600.0}
 "#;
         let table = Results::parse(lines).map(|r| r.table()).unwrap_or_default();
         let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split('|').map(str::trim).collect()).collect();
-        assert_eq!(rows[2], ["writes/s @1", "600", "1200", "0.50", "1/3"], "{table}");
-        assert_eq!(rows[3], ["p50 ms @1", "1.400", "0.700", "2.00", "1/3"], "{table}");
-        assert_eq!(rows[5], ["writes/s @64", "-", "4400", "-", "0/1"], "{table}");
-        assert_eq!(rows[8], ["failover ms", "600", "1200", "0.50", "1/1"], "{table}");
-        assert!(table.contains("berth 2, etcd 0"), "{table}");
+        assert_eq!(rows[2], ["writes/s @1", "600", "1200", "0.50", "5000", "1/3/1"], "{table}");
+        assert_eq!(rows[3], ["p50 ms @1", "1.400", "0.700", "2.00", "0.200", "1/3/1"], "{table}");
+        assert_eq!(rows[5], ["servers' CPU us/write @1", "900", "-", "-", "-", "1/0/0"], "{table}");
+        assert_eq!(rows[6], ["client's CPU us/write @1", "120", "-", "-", "-", "1/0/0"], "{table}");
+        assert_eq!(rows[7], ["writes/s @64", "-", "4400", "-", "-", "0/1/0"], "{table}");
+        assert_eq!(rows[10], ["failover ms", "600", "1200", "0.50", "-", "1/1/0"], "{table}");
+        assert!(table.contains("berth 2, etcd 0, berth-noop 0"), "{table}");
     }
 
     #[test]
