@@ -177,6 +177,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// container that is already gone succeeds.
     async fn remove(&self, container_id: &str) -> Result<(), RuntimeError>;
 
+    /// Resolves once the engine is done with a container whose death it
+    /// announced: an engine may still be tearing it down (network, mounts)
+    /// when the event arrives. Best effort: it gives up after a while and
+    /// does not report failures. By default it resolves at once.
+    async fn wait_down(&self, _container_id: &str) {}
+
     /// Every berth container of `node_id`, running or not; containers of
     /// other nodes sharing the engine are not listed.
     async fn list(&self, node_id: &str) -> Result<Vec<ContainerInfo>, RuntimeError>;

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use berth_core::{Endpoint, Resources};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures::StreamExt;
@@ -46,6 +46,9 @@ pub const STOP_REQUEST_MARGIN_MS: u64 = 10_000;
 /// Attempts at creating and starting a stack's container while its network
 /// changes under it (removed, or briefly duplicated, by another agent).
 pub const MAX_NETWORK_ATTEMPTS: usize = 5;
+/// How long `wait_down` waits for the engine to finish with a dead
+/// container (its teardown takes tens of milliseconds).
+pub const WAIT_DOWN_TIMEOUT_MS: u64 = 2_000;
 const MILLICPUS_PER_CPU: u64 = 1_000;
 
 const HTTP_FORBIDDEN: u16 = 403;
@@ -340,6 +343,15 @@ impl Runtime for DockerRuntime {
             }
             Err(e) => Err(engine_error("stop a container", e)),
         }
+    }
+
+    async fn wait_down(&self, container_id: &str) {
+        // The engine answers a wait for `not-running` only after its
+        // teardown; a container that exited non-zero is answered as an
+        // error by bollard, which is just as good here.
+        let options = WaitContainerOptionsBuilder::new().condition("not-running").build();
+        let mut answer = self.docker.wait_container(container_id, Some(options));
+        let _ = tokio::time::timeout(Duration::from_millis(WAIT_DOWN_TIMEOUT_MS), answer.next()).await;
     }
 
     async fn endpoints(&self, container_id: &str, ports: &[u16]) -> Result<Vec<Endpoint>, RuntimeError> {
