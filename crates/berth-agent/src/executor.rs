@@ -387,41 +387,6 @@ impl Executor {
         }
     }
 
-    /// Reports a container that exited by itself, unless the task already
-    /// has a terminal report (berth stopped it meanwhile), and removes it
-    /// if its service autodestroys.
-    async fn report_exit(
-        &self,
-        task_id: String,
-        container_id: String,
-        exit_code: Option<i64>,
-        assignment: Option<Task>,
-    ) {
-        let state = if exit_code == Some(0) { TaskState::Complete } else { TaskState::Failed };
-        let report = StatusReport {
-            task_id: task_id.clone(),
-            state,
-            health: Health::None,
-            container_id: container_id.clone(),
-            exit_code,
-            message: exit_message(state, exit_code),
-            endpoints: Vec::new(),
-        };
-        let already_ended = self
-            .inner
-            .lock()
-            .tasks
-            .get(&task_id)
-            .is_some_and(|t| t.last.as_ref().is_some_and(|r| r.state.is_terminal()));
-        if already_ended {
-            return;
-        }
-        self.report(report.clone());
-        if assignment.as_ref().is_some_and(|t| autodestroys(t, Some(&report))) {
-            self.remove_container(task_id, container_id).await;
-        }
-    }
-
     async fn on_event(&self, event: RuntimeEvent) {
         match event {
             RuntimeEvent::Died { task_id, container_id, exit_code } => {
@@ -432,23 +397,35 @@ impl Executor {
                         None => (false, None, false),
                     }
                 };
-                // A container berth is stopping is reported by `stop_task`
-                // once the engine's stop call returns: the engine still
-                // tears the container down after its `die` event (network,
-                // mounts), and a replacement started during that teardown
-                // took ~100 ms longer to start (stop-first rollouts).
-                if !known || stopping {
+                if !known {
                     return;
                 }
-                // Reported once the engine has torn the container down, so
-                // that its replacement does not start during the teardown
-                // (which slowed that start by ~100 ms); in a task of its own
-                // so that other containers' events are not held up.
-                let executor = self.clone();
-                tokio::spawn(async move {
-                    executor.runtime.wait_down(&container_id).await;
-                    executor.report_exit(task_id, container_id, exit_code, assignment).await;
-                });
+                // Told at once, so the engine's teardown of the container
+                // overlaps the leader's decision about a replacement; the
+                // replacement's start waits for the teardown in the runtime.
+                let runtime = self.runtime.clone();
+                let dead = container_id.clone();
+                tokio::spawn(async move { runtime.wait_down(&dead).await });
+                let state = if stopping {
+                    TaskState::Shutdown
+                } else if exit_code == Some(0) {
+                    TaskState::Complete
+                } else {
+                    TaskState::Failed
+                };
+                let report = StatusReport {
+                    task_id: task_id.clone(),
+                    state,
+                    health: Health::None,
+                    container_id: container_id.clone(),
+                    exit_code,
+                    message: if stopping { "stopped by berth".into() } else { exit_message(state, exit_code) },
+                    endpoints: Vec::new(),
+                };
+                self.report(report.clone());
+                if assignment.as_ref().is_some_and(|t| autodestroys(t, Some(&report))) {
+                    self.remove_container(task_id, container_id).await;
+                }
             }
             RuntimeEvent::HealthChanged { task_id, container_id, health } => {
                 let last = self.inner.lock().tasks.get(&task_id).and_then(|t| t.last.clone());

@@ -179,8 +179,10 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Resolves once the engine is done with a container whose death it
     /// announced: an engine may still be tearing it down (network, mounts)
-    /// when the event arrives. Best effort: it gives up after a while and
-    /// does not report failures. By default it resolves at once.
+    /// when the event arrives, and containers started meanwhile wait for
+    /// it. Called as soon as the death is seen. Best effort: it gives up
+    /// after a while and does not report failures. By default it resolves
+    /// at once.
     async fn wait_down(&self, _container_id: &str) {}
 
     /// Every berth container of `node_id`, running or not; containers of

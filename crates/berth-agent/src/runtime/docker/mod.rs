@@ -86,6 +86,10 @@ pub struct DockerRuntime {
     docker: Docker,
     config: DockerRuntimeConfig,
     networks: StackNetworks,
+    /// Held shared by every `wait_down` in progress: a container start
+    /// waits until the engine has finished tearing dead containers down,
+    /// as a start that overlaps a teardown took ~100 ms longer.
+    teardowns: std::sync::Arc<tokio::sync::RwLock<()>>,
 }
 
 impl DockerRuntime {
@@ -102,7 +106,12 @@ impl DockerRuntime {
 
     /// Wraps a client the caller has already connected and negotiated.
     pub fn with_client(docker: Docker, config: DockerRuntimeConfig) -> Self {
-        DockerRuntime { networks: StackNetworks::new(docker.clone()), docker, config }
+        DockerRuntime {
+            networks: StackNetworks::new(docker.clone()),
+            docker,
+            config,
+            teardowns: std::sync::Arc::new(tokio::sync::RwLock::new(())),
+        }
     }
 
     /// The underlying client, for what the trait does not cover (tests use
@@ -174,6 +183,8 @@ impl DockerRuntime {
             }
             Err(e) => return Err(engine_error("create a container", e)),
         };
+        // Created while a dead container was being torn down, started after.
+        drop(self.teardowns.write().await);
         if let Err(start_error) = self.docker.start_container(&created.id, None).await {
             if let Err(cleanup_error) = self.force_remove(&created.id).await {
                 tracing::warn!(
@@ -346,6 +357,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn wait_down(&self, container_id: &str) {
+        let _teardown = self.teardowns.read().await;
         // The engine answers a wait for `not-running` only after its
         // teardown; a container that exited non-zero is answered as an
         // error by bollard, which is just as good here.
