@@ -231,6 +231,41 @@ async fn killed_container_is_announced_as_died_promptly() {
     assert_eq!(listed[0].exit_code, Some(SIGKILL_EXIT_CODE));
 }
 
+/// A start that comes while a dead container is being torn down waits for
+/// the teardown (`wait_down`), and then starts: the wait never blocks it.
+#[tokio::test]
+async fn a_start_during_a_teardown_goes_ahead_once_the_dead_container_is_down() {
+    let Some(runtime) = docker_runtime("a_start_during_a_teardown_goes_ahead_once_the_dead_container_is_down").await
+    else {
+        return;
+    };
+    let runtime = std::sync::Arc::new(runtime);
+    let node = TestNode::new();
+    let mut events = runtime.events(&node.id);
+    let dead = runtime.create_and_start(&sleeper(&node)).await.expect("create and start");
+    runtime.client().kill_container(&dead, None).await.expect("kill behind the runtime's back");
+    wait_for_event(&mut events, EVENT_DEADLINE_MS, "Died", |e| matches!(e, RuntimeEvent::Died { .. })).await;
+
+    let teardown = {
+        let (runtime, dead) = (runtime.clone(), dead.clone());
+        tokio::spawn(async move { runtime.wait_down(&dead).await })
+    };
+    let replacement_spec = sleeper(&node);
+    let replacement =
+        tokio::time::timeout(Duration::from_millis(EVENT_DEADLINE_MS), runtime.create_and_start(&replacement_spec))
+            .await
+            .expect("the replacement starts within the deadline")
+            .expect("create and start the replacement");
+    tokio::time::timeout(Duration::from_millis(EVENT_DEADLINE_MS), teardown)
+        .await
+        .expect("wait_down resolves within the deadline")
+        .expect("wait_down does not panic");
+
+    let listed = runtime.list(&node.id).await.expect("list");
+    let running: Vec<_> = listed.iter().filter(|c| c.running).map(|c| c.container_id.clone()).collect();
+    assert_eq!(running, vec![replacement], "only the replacement runs: {listed:?}");
+}
+
 #[tokio::test]
 async fn events_before_the_first_poll_are_not_lost() {
     let Some(runtime) = docker_runtime("events_before_the_first_poll_are_not_lost").await else {
