@@ -20,6 +20,7 @@ mod network;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,7 +31,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{watch, RwLock};
 
 use self::network::{Joined, StackNetworks};
 use super::{
@@ -88,8 +89,9 @@ pub struct DockerRuntime {
     networks: StackNetworks,
     /// Held shared by every `wait_down` in progress: a container start
     /// waits until the engine has finished tearing dead containers down,
-    /// as a start that overlaps a teardown took ~100 ms longer.
-    teardowns: std::sync::Arc<tokio::sync::RwLock<()>>,
+    /// as a start that overlaps a teardown took ~100 ms longer. Shared by
+    /// clones, which drive the same engine.
+    teardowns: Arc<RwLock<()>>,
 }
 
 impl DockerRuntime {
@@ -110,7 +112,7 @@ impl DockerRuntime {
             networks: StackNetworks::new(docker.clone()),
             docker,
             config,
-            teardowns: std::sync::Arc::new(tokio::sync::RwLock::new(())),
+            teardowns: Arc::new(RwLock::new(())),
         }
     }
 
