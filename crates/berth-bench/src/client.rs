@@ -1,7 +1,8 @@
 //! One benchmark client of either system. Both sides share the connection
 //! setup, the per-request timeout and the write loop's error handling; only
 //! the RPC differs: an etcd `KV.Put` of one key, or a berth `ScaleService`
-//! of one service (each with a fresh request id, as a real client sends).
+//! of one service (each with a fresh request id, as a real client sends),
+//! or, as the baseline, a berth `RaftService.Ping` that writes nothing.
 
 use std::time::Duration;
 
