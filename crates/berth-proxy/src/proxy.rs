@@ -58,7 +58,7 @@ pub async fn start(config: ProxyConfig, shutdown: CancellationToken) -> Result<P
     let table = Arc::new(ArcSwap::from_pointee(LiveTable::default()));
     let http_addr = match config.http_listen {
         Some(addr) => {
-            let listener = tcp::bind(addr).map_err(|source| ProxyError::HttpListen { addr, source })?;
+            let listener = tcp::bind_unshared(addr).map_err(|source| ProxyError::HttpListen { addr, source })?;
             let bound = listener.local_addr().map_err(|source| ProxyError::HttpListen { addr, source })?;
             info!(addr = %bound, "serving HTTP routes");
             tokio::spawn(http::serve(listener, Arc::clone(&table), shutdown.clone()));

@@ -52,6 +52,28 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// [`bind`], refused with `AddrInUse` when another socket already listens
+/// on `addr`: with SO_REUSEPORT alone, a second proxy of the same user
+/// (two agents left on the default HTTP port of one host) would share the
+/// port silently, the kernel splitting connections between them. Only for
+/// an address this proxy binds before any other (its HTTP listener): the
+/// check would also trip over this proxy's own listeners on that port.
+pub(crate) fn bind_unshared(addr: SocketAddr) -> io::Result<TcpListener> {
+    if addr.port() != 0 {
+        // Bound without SO_REUSEPORT, the probe conflicts with any
+        // listener on the address (TIME_WAIT leftovers do not count).
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        probe.set_reuse_address(true)?;
+        if addr.is_ipv4() {
+            probe.set_freebind_v4(true)?;
+        } else {
+            probe.set_freebind_v6(true)?;
+        }
+        probe.bind(&addr.into())?;
+    }
+    bind(addr)
+}
+
 /// Accepts on `listener` for the route of `addr` until `stop_listening`;
 /// the connections run on until they close or `shutdown`.
 pub(crate) async fn serve_port(

@@ -116,3 +116,22 @@ async fn large_request_bodies_stream_to_the_backend_and_back() {
     assert_eq!(status, StatusCode::OK);
     assert!(body == payload, "{} bytes came back for {} sent", body.len(), payload.len());
 }
+
+/// A second proxy on the HTTP address another one serves is refused rather
+/// than let share the port (SO_REUSEPORT would let the kernel split the
+/// connections between the two).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_proxy_on_a_taken_http_address_is_refused() {
+    let first = TestProxy::start().await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let config = berth_proxy::ProxyConfig { http_listen: Some(first.addr), tcp_listen_ip: [127, 0, 0, 1].into() };
+    match berth_proxy::start(config, shutdown).await {
+        Err(berth_proxy::ProxyError::HttpListen { addr, source }) => {
+            assert_eq!(addr, first.addr);
+            assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse, "{source}");
+        }
+        Err(other) => panic!("expected HttpListen for {}, got {other}", first.addr),
+        Ok(_) => panic!("a second proxy was let listen on {} beside the first", first.addr),
+    }
+}
