@@ -3,7 +3,7 @@
 //! the same order, so `apply` must be deterministic: it reads no clock and
 //! draws no random numbers; both come inside the [`Request`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -307,10 +307,12 @@ pub struct ClusterState {
 
 /// Outcomes of recent requests, keyed by request id, oldest evicted first.
 /// Only ids are kept, not copies of the objects: the log is in every
-/// snapshot, and a retry is answered with the object as it is now.
+/// snapshot, and a retry is answered with the object as it is now. A hash
+/// map: every write looks its id up and inserts it, on every manager, and
+/// nothing needs the ids in order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct RequestLog {
-    responses: BTreeMap<String, Result<RememberedOutcome, CoreError>>,
+    responses: HashMap<String, Result<RememberedOutcome, CoreError>>,
     order: VecDeque<String>,
 }
 
