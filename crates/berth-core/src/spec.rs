@@ -103,26 +103,7 @@ impl ServiceSpec {
         if self.image.chars().any(char::is_whitespace) {
             return Err(CoreError::invalid("image", format!("'{}' contains whitespace", self.image)));
         }
-        match (&self.mode, self.strategy) {
-            (ServiceMode::Replicated { replicas }, strategy) => {
-                if *replicas > MAX_REPLICAS {
-                    return Err(CoreError::invalid(
-                        "replicas",
-                        format!("{replicas} is more than the maximum of {MAX_REPLICAS}"),
-                    ));
-                }
-                if strategy == Strategy::EveryNode {
-                    return Err(CoreError::invalid(
-                        "replicas",
-                        "cannot be combined with the every-node strategy (it runs one task per node)",
-                    ));
-                }
-            }
-            (ServiceMode::EveryNode, Strategy::EveryNode) => {}
-            (ServiceMode::EveryNode, other) => {
-                return Err(CoreError::invalid("strategy", format!("'{other}' cannot be combined with every-node")));
-            }
-        }
+        validate_mode(&self.mode, self.strategy)?;
         if self.env.len() > MAX_ENV_VARS {
             return Err(CoreError::invalid(
                 "env",
@@ -745,6 +726,32 @@ pub fn non_negative<T: TryFrom<i64>>(field: &str, value: i64) -> Result<T, CoreE
         return Err(CoreError::invalid(field, format!("{value} is negative")));
     }
     T::try_from(value).map_err(|_| CoreError::invalid(field, format!("{value} is too large")))
+}
+
+/// The mode and strategy of a spec, checked together: all a scale changes
+/// in a spec that was valid already.
+pub fn validate_mode(mode: &ServiceMode, strategy: Strategy) -> Result<(), CoreError> {
+    match (mode, strategy) {
+        (ServiceMode::Replicated { replicas }, strategy) => {
+            if *replicas > MAX_REPLICAS {
+                return Err(CoreError::invalid(
+                    "replicas",
+                    format!("{replicas} is more than the maximum of {MAX_REPLICAS}"),
+                ));
+            }
+            if strategy == Strategy::EveryNode {
+                return Err(CoreError::invalid(
+                    "replicas",
+                    "cannot be combined with the every-node strategy (it runs one task per node)",
+                ));
+            }
+        }
+        (ServiceMode::EveryNode, Strategy::EveryNode) => {}
+        (ServiceMode::EveryNode, other) => {
+            return Err(CoreError::invalid("strategy", format!("'{other}' cannot be combined with every-node")));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -565,9 +565,8 @@ impl ClusterState {
                         format!("service '{name}' runs on every node and cannot be scaled"),
                     ));
                 }
-                let mut spec = current.spec.clone();
-                spec.mode = ServiceMode::Replicated { replicas: *replicas };
-                spec.validate()
+                // The rest of the spec was checked when it was stored.
+                crate::spec::validate_mode(&ServiceMode::Replicated { replicas: *replicas }, current.spec.strategy)
             }
             Command::RedeployService { name } => {
                 self.service(name).ok_or_else(|| CoreError::not_found("service", name))?;
@@ -1385,6 +1384,30 @@ mod tests {
         let update = Command::UpdateService { name: "web".into(), spec, expected_version: 5 };
         let (updated, _) = state.apply(9, &request("b", update));
         assert!(matches!(updated, Ok(Outcome::Service(ref s)) if s.version == 9 && s.spec.image == "busybox:2"));
+    }
+
+    #[test]
+    fn a_scale_past_the_maximum_or_of_an_every_node_service_is_refused_and_changes_nothing() {
+        let mut state = ClusterState::default();
+        let _ = state.apply(1, &request("a", create("web")));
+        let scale = |replicas| Command::ScaleService { name: "web".into(), replicas };
+        let (refused, changes) = state.apply(2, &request("b", scale(crate::MAX_REPLICAS + 1)));
+        assert!(matches!(refused, Err(CoreError::SpecInvalid { ref field, .. }) if field == "replicas"), "{refused:?}");
+        assert!(changes.is_empty());
+        assert_eq!(
+            state.service("web").map(|s| (s.version, s.spec.mode)),
+            Some((1, ServiceMode::Replicated { replicas: 1 }))
+        );
+
+        let mut every = ServiceSpec::new("agentd", "busybox");
+        every.mode = ServiceMode::EveryNode;
+        every.strategy = crate::Strategy::EveryNode;
+        let _ = state.apply(3, &request("c", Command::CreateService { id: "id-agentd".into(), spec: every }));
+        let (refused, _) = state.apply(4, &request("d", Command::ScaleService { name: "agentd".into(), replicas: 2 }));
+        assert!(matches!(refused, Err(CoreError::SpecInvalid { ref field, .. }) if field == "replicas"), "{refused:?}");
+
+        let (scaled, _) = state.apply(5, &request("e", scale(crate::MAX_REPLICAS)));
+        assert!(matches!(scaled, Ok(Outcome::Service(ref s)) if s.version == 5), "{scaled:?}");
     }
 
     #[test]
