@@ -98,12 +98,12 @@ async fn run(raft: Raft, mut pending: mpsc::UnboundedReceiver<Pending>, node_id:
 
 /// Proposes `batch` as one entry (a lone request as itself) and answers
 /// each request with its own response.
-async fn commit(raft: &Raft, mut batch: Vec<Pending>, node_id: NodeId, commit_timeout: Duration) {
-    let lone = batch.len() == 1;
+async fn commit(raft: &Raft, batch: Vec<Pending>, node_id: NodeId, commit_timeout: Duration) {
+    let (mut requests, replies): (Vec<Request>, Vec<_>) = batch.into_iter().map(|p| (p.request, p.reply)).unzip();
+    let lone = requests.len() == 1;
     let entry = if lone {
-        batch[0].request.clone()
+        requests.swap_remove(0)
     } else {
-        let requests = batch.iter().map(|p| p.request.clone()).collect();
         Request { request_id: String::new(), issued_at_ms: now_ms(), command: Command::Batch { requests } }
     };
     let outcome = match tokio::time::timeout(commit_timeout, raft.client_write(entry)).await {
@@ -114,17 +114,19 @@ async fn commit(raft: &Raft, mut batch: Vec<Pending>, node_id: NodeId, commit_ti
     };
     let responses: Vec<Result<Response, ProposeFailure>> = match outcome {
         Ok(response) if lone => vec![Ok(response)],
-        Ok(Ok(Outcome::Batch(responses))) if responses.len() == batch.len() => responses.into_iter().map(Ok).collect(),
+        Ok(Ok(Outcome::Batch(responses))) if responses.len() == replies.len() => {
+            responses.into_iter().map(Ok).collect()
+        }
         Ok(other) => {
             warn!(?other, "a batch entry was answered with something else; failing its requests");
             let failure =
                 ProposeFailure::Internal("the entry this request was committed in had no answer for it".into());
-            batch.iter().map(|_| Err(failure.clone())).collect()
+            replies.iter().map(|_| Err(failure.clone())).collect()
         }
-        Err(failure) => batch.iter().map(|_| Err(failure.clone())).collect(),
+        Err(failure) => replies.iter().map(|_| Err(failure.clone())).collect(),
     };
-    for (pending, response) in batch.drain(..).zip(responses) {
+    for (reply, response) in replies.into_iter().zip(responses) {
         // The caller may have stopped waiting; the entry stands either way.
-        let _ = pending.reply.send(response);
+        let _ = reply.send(response);
     }
 }
