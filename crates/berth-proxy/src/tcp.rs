@@ -38,14 +38,8 @@ pub const LISTEN_BACKLOG: u32 = 1_024;
 /// IP_FREEBIND, so such an address can be listened on before it is
 /// assigned to an interface.
 pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
+    let socket = reusable_socket(addr)?;
     socket.set_reuse_port(true)?;
-    if addr.is_ipv4() {
-        socket.set_freebind_v4(true)?;
-    } else {
-        socket.set_freebind_v6(true)?;
-    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(LISTEN_BACKLOG).unwrap_or(i32::MAX))?;
@@ -62,16 +56,21 @@ pub(crate) fn bind_unshared(addr: SocketAddr) -> io::Result<TcpListener> {
     if addr.port() != 0 {
         // Bound without SO_REUSEPORT, the probe conflicts with any
         // listener on the address (TIME_WAIT leftovers do not count).
-        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        probe.set_reuse_address(true)?;
-        if addr.is_ipv4() {
-            probe.set_freebind_v4(true)?;
-        } else {
-            probe.set_freebind_v6(true)?;
-        }
-        probe.bind(&addr.into())?;
+        reusable_socket(addr)?.bind(&addr.into())?;
     }
     bind(addr)
+}
+
+/// A TCP socket for `addr` with SO_REUSEADDR and IP_FREEBIND set.
+fn reusable_socket(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv4() {
+        socket.set_freebind_v4(true)?;
+    } else {
+        socket.set_freebind_v6(true)?;
+    }
+    Ok(socket)
 }
 
 /// Accepts on `listener` for the route of `addr` until `stop_listening`;
