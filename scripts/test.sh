@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs berth's whole test suite: formatting, lints, unit and property
-# tests, openraft's storage suite, real-Docker tests and the multi-process
-# cluster tests. This is what CI runs (.ci/run).
+# tests, openraft's storage suite, real-Docker tests, the multi-process
+# cluster tests and the power-loss tests (on a FUSE filesystem). This is
+# what CI runs (.ci/run).
 #
 #   scripts/test.sh
 set -euo pipefail
@@ -9,6 +10,12 @@ cd "$(dirname "$0")/.."
 
 if [ -x scripts/build-test-image.sh ]; then
     scripts/build-test-image.sh
+fi
+# The power-loss tests mount a FUSE filesystem through fusermount3.
+if ! command -v fusermount3 >/dev/null; then
+    echo "installing fuse3 (fusermount3) with apt-get" >&2
+    apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q fuse3 >&2
 fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

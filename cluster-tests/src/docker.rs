@@ -80,8 +80,8 @@ impl Engine {
                 ensure_test_image()?;
                 Ok(Some(engine))
             }
-            Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-                Err(e.context(format!("CI=true but the Docker Engine is unreachable, so {test} cannot run")))
+            Err(e) if crate::under_ci() => {
+                Err(e.context(format!("under CI the Docker Engine is unreachable, so {test} cannot run")))
             }
             Err(e) => {
                 eprintln!("SKIPPED {test}: the Docker Engine is unreachable: {e:#}");

@@ -76,6 +76,10 @@ pub struct ClusterOpts {
     pub snapshot_threshold: Option<u64>,
     /// How long starting the cluster (every join included) may take.
     pub ready_deadline: Duration,
+    /// Where the managers' data dirs go (`<data_root>/<name>`), for tests
+    /// that put them on a special filesystem; `None` keeps them beside
+    /// each manager's log in the cluster's temp dir.
+    pub data_root: Option<PathBuf>,
 }
 
 impl Default for ClusterOpts {
@@ -86,6 +90,7 @@ impl Default for ClusterOpts {
             election_timeout_max_ms: 300,
             snapshot_threshold: None,
             ready_deadline: Duration::from_secs(20),
+            data_root: None,
         }
     }
 }
@@ -224,6 +229,12 @@ pub fn seed() -> u64 {
     let seed = std::env::var("BERTH_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("seed {seed} (replay with BERTH_TEST_SEED={seed})");
     seed
+}
+
+/// True when `CI` is set to any value that means yes (`true`, `1`, `yes`,
+/// in any case): a test that cannot run there must fail, not skip.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
 }
 
 /// A fresh request id, as a client picks one per logical write.
@@ -381,7 +392,7 @@ pub enum Role {
 pub struct Manager {
     name: String,
     addr: SocketAddr,
-    dir: PathBuf,
+    data_dir: PathBuf,
     role: Role,
     raft_args: Vec<String>,
     process: BerthProcess,
@@ -404,13 +415,17 @@ impl Manager {
     pub fn new(root: &Path, name: &str, role: Role, opts: &ClusterOpts) -> Result<Manager> {
         let dir = root.join(name);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let data_dir = match &opts.data_root {
+            Some(data_root) => data_root.join(name),
+            None => dir.join("data"),
+        };
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let process = BerthProcess::new(format!("{name} ({addr})"), dir.join("manager.log"))?;
         Ok(Manager {
             name: name.to_string(),
             addr,
-            dir,
+            data_dir,
             role,
             raft_args: opts.raft_args(),
             process,
@@ -433,7 +448,7 @@ impl Manager {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.join("data")
+        self.data_dir.clone()
     }
 
     /// Both stdout and stderr of every run, appended.

@@ -8,6 +8,19 @@
 # write), then SIGKILLs the leader and times until the first write the new
 # leader acknowledges; at the end it prints the medians and the ratio
 # berth/etcd.
+#
+# Both systems fsync every write (batch) before acknowledging it: etcd's WAL
+# does at its defaults, and berth fdatasyncs sled's files after every
+# group-commit flush. Each run measures both systems twice, once per
+# setting of the Raft timings, and prints a table per setting:
+#   berth's timing: heartbeat 50 ms, election timeout 100 ms randomised up
+#     to 200 ms (berth's defaults). etcd randomises its election timeout
+#     from T to 2T as berth does, so it runs with --election-timeout 100,
+#     and with --heartbeat-interval 20: etcd refuses an election timeout
+#     under 5 heartbeats, so 20 ms is the slowest heartbeat it accepts
+#     with 100 ms.
+#   etcd's timing: heartbeat 100 ms, election timeout 1,000 ms randomised
+#     up to 2,000 ms (etcd's defaults); berth runs with the same.
 # Installs Debian's etcd-server with apt-get if `etcd` is missing.
 #
 # Usage: scripts/bench/control-plane.sh
@@ -17,6 +30,9 @@
 #   RETRY_MS=200    failover client's pause after a failed write
 #   REQUEST_TIMEOUT_MS=1000  failover client's timeout for one write
 #   SYSTEMS="etcd berth"  which systems to measure (e.g. SYSTEMS=etcd)
+#   SETTINGS="berth etcd" whose Raft timings to run both systems with
+#   BERTH_BIN=PATH  measure this berth binary instead of building one (for
+#                   a before/after comparison with an older build)
 #   BASE_PORT=23000 first of the loopback ports used (BASE_PORT..+1999)
 #   RESULTS=FILE    also keep the raw JSON lines there
 #   KEEP_TMP=1      keep data dirs and logs instead of removing them
@@ -28,6 +44,7 @@ CLIENTS=${CLIENTS:-64}
 RETRY_MS=${RETRY_MS:-200}
 REQUEST_TIMEOUT_MS=${REQUEST_TIMEOUT_MS:-1000}
 SYSTEMS=${SYSTEMS:-"etcd berth"}
+SETTINGS=${SETTINGS:-"berth etcd"}
 BASE_PORT=${BASE_PORT:-23000}
 # A cluster that has no agreed leader by then is reported as broken.
 READY_TIMEOUT_SECS=60
@@ -35,7 +52,7 @@ HOST=127.0.0.1
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-BERTH=$TARGET_DIR/release/berth
+BERTH=${BERTH_BIN:-$TARGET_DIR/release/berth}
 BENCH=$TARGET_DIR/release/berth-bench
 
 TMP=$(mktemp -d -t berth-bench.XXXXXX)
@@ -107,7 +124,7 @@ install_etcd() {
 
 build() {
     local packages=(-p berth-bench)
-    if [[ " $SYSTEMS " == *" berth "* ]]; then packages+=(-p berth-cli); fi
+    if [[ " $SYSTEMS " == *" berth "* && -z ${BERTH_BIN:-} ]]; then packages+=(-p berth-cli); fi
     log "building ${packages[*]} (release)"
     (cd "$ROOT" && cargo build --release -q "${packages[@]}") >&2
 }
@@ -154,8 +171,32 @@ throughput() {
     } 2>&1)
     after=$(cpu_ticks "${servers[@]}")
     line=$(with_cpu "$(cat "$TMP/line")" $((after - before)) "$times")
+    record "$line"
+}
+
+# record LINE: keeps a result line, tagged with the current setting.
+record() {
+    local line="{\"setting\":\"$SETTING_LABEL\",${1#\{}"
     log "$line"
     echo "$line" >>"$RESULTS_FILE"
+}
+
+# Raft timing flags for each system under each setting (see the header).
+timing_flags() {
+    local system=$1 setting=$2
+    case "$system/$setting" in
+        berth/berth) ;;
+        berth/etcd) echo "--heartbeat-ms 100 --election-timeout-min-ms 1000 --election-timeout-max-ms 2000" ;;
+        etcd/berth) echo "--heartbeat-interval 20 --election-timeout 100" ;;
+        etcd/etcd) ;;
+    esac
+}
+
+setting_label() {
+    case "$1" in
+        berth) echo "at berth's timing (heartbeat 50 ms berth / 20 ms etcd, election timeout 100-200 ms)" ;;
+        etcd) echo "at etcd's timing (heartbeat 100 ms, election timeout 1,000-2,000 ms)" ;;
+    esac
 }
 
 # measure SYSTEM ENDPOINT... : throughput at 1 and $CLIENTS clients,
@@ -183,13 +224,13 @@ measure() {
     line=$("$BENCH" failover --system "$system" --endpoints "$ordered" \
         --kill-pid "${ENDPOINT_PID[$leader]}" --retry-ms "$RETRY_MS" \
         --request-timeout-ms "$REQUEST_TIMEOUT_MS")
-    log "$line"
-    echo "$line" >>"$RESULTS_FILE"
+    record "$line"
 }
 
 run_etcd() {
-    local run=$1
-    local dir=$TMP/etcd-$run i cluster="" endpoints=()
+    local run=$1 setting=$2
+    local dir=$TMP/etcd-$run-$setting i cluster="" endpoints=() timing
+    read -ra timing <<<"$(timing_flags etcd "$setting")"
     mkdir -p "$dir"
     for i in 1 2 3; do
         cluster+="${cluster:+,}m$i=http://$HOST:$((BASE_PORT + 100 * i + 80))"
@@ -203,7 +244,7 @@ run_etcd() {
             --listen-peer-urls "http://$HOST:$peer_port" \
             --initial-advertise-peer-urls "http://$HOST:$peer_port" \
             --initial-cluster "$cluster" --initial-cluster-state new \
-            --initial-cluster-token "berth-bench-$run"
+            --initial-cluster-token "berth-bench-$run" "${timing[@]}"
         endpoints+=("$HOST:$client_port")
     done
     measure etcd "${endpoints[@]}"
@@ -212,19 +253,20 @@ run_etcd() {
 }
 
 run_berth() {
-    local run=$1
-    local dir=$TMP/berth-$run i token endpoints=()
+    local run=$1 setting=$2
+    local dir=$TMP/berth-$run-$setting i token endpoints=() timing
+    read -ra timing <<<"$(timing_flags berth "$setting")"
     mkdir -p "$dir"
     for i in 1 2 3; do endpoints+=("$HOST:$((BASE_PORT + 1000 + i))"); done
 
     start_server "${endpoints[0]}" "$dir/m1.log" \
-        "$BERTH" manager init --data-dir "$dir/m1" --listen "${endpoints[0]}"
+        "$BERTH" manager init --data-dir "$dir/m1" --listen "${endpoints[0]}" "${timing[@]}"
     "$BENCH" leader --system berth --endpoints "${endpoints[0]}" --wait-secs "$READY_TIMEOUT_SECS" >/dev/null
     token=$("$BERTH" join-token manager -q --manager "${endpoints[0]}")
     for i in 2 3; do
         start_server "${endpoints[i - 1]}" "$dir/m$i.log" \
             "$BERTH" manager join --peer "${endpoints[0]}" --token "$token" \
-            --data-dir "$dir/m$i" --listen "${endpoints[i - 1]}"
+            --data-dir "$dir/m$i" --listen "${endpoints[i - 1]}" "${timing[@]}"
     done
     measure berth "${endpoints[@]}"
     stop_all
@@ -232,16 +274,22 @@ run_berth() {
 }
 
 main() {
-    local run system
+    local run system setting
     for system in $SYSTEMS; do
         [[ $system == etcd || $system == berth ]] || { log "SYSTEMS: unknown system '$system', expected etcd and/or berth"; exit 2; }
+    done
+    for setting in $SETTINGS; do
+        [[ $setting == etcd || $setting == berth ]] || { log "SETTINGS: unknown setting '$setting', expected berth and/or etcd"; exit 2; }
     done
     install_etcd
     build
     for run in $(seq 1 "$RUNS"); do
-        for system in $SYSTEMS; do
-            log "run $run/$RUNS: $system"
-            "run_$system" "$run"
+        for setting in $SETTINGS; do
+            SETTING_LABEL=$(setting_label "$setting")
+            for system in $SYSTEMS; do
+                log "run $run/$RUNS: $system $SETTING_LABEL"
+                "run_$system" "$run" "$setting"
+            done
         done
     done
     echo

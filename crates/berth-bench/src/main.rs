@@ -123,7 +123,7 @@ async fn main() -> Result<()> {
         Command::Report { results } => {
             let text =
                 std::fs::read_to_string(&results).with_context(|| format!("reading results {}", results.display()))?;
-            print!("{}", report::Results::parse(&text)?.table());
+            print!("{}", report::Report::parse(&text)?.tables());
         }
     }
     Ok(())

@@ -1,7 +1,9 @@
 //! Turns the JSON lines written by `throughput` and `failover` over several
-//! runs into the final comparison table: per metric, the median of each
-//! system and the ratio berth/etcd. Pure apart from the caller reading the
-//! file, so the script needs no JSON tool.
+//! runs into the final comparison tables: per metric, the median of each
+//! system and the ratio berth/etcd, one table per setting (a line's
+//! optional `"setting"` field, e.g. whose Raft timings both systems ran
+//! with), in the order the settings first appear. Pure apart from the
+//! caller reading the file, so the script needs no JSON tool.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -61,23 +63,51 @@ pub struct Results {
     errors: BTreeMap<String, u64>,
 }
 
-impl Results {
+/// The results of every setting, in the order the settings first appear.
+#[derive(Default)]
+pub struct Report {
+    settings: Vec<(String, Results)>,
+}
+
+impl Report {
     /// Reads JSON lines as printed by `throughput` and `failover`; blank
     /// lines are skipped, anything else unrecognised is refused with its
     /// line number.
     pub fn parse(text: &str) -> Result<Self> {
-        let mut results = Self::default();
+        let mut report = Self::default();
         for (number, line) in text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())) {
             if line.is_empty() {
                 continue;
             }
             let value: Value =
                 serde_json::from_str(line).with_context(|| format!("line {number} is not JSON: {line}"))?;
+            let setting = value.get("setting").and_then(Value::as_str).unwrap_or_default();
+            let results = match report.settings.iter().position(|(s, _)| s == setting) {
+                Some(i) => &mut report.settings[i].1,
+                None => {
+                    report.settings.push((setting.to_string(), Results::default()));
+                    &mut report.settings.last_mut().context("just pushed")?.1
+                }
+            };
             results.add(&value).with_context(|| format!("line {number}: {line}"))?;
         }
-        Ok(results)
+        Ok(report)
     }
 
+    /// One table per setting, each under its setting's name.
+    pub fn tables(&self) -> String {
+        let mut out = String::new();
+        for (setting, results) in &self.settings {
+            if !setting.is_empty() {
+                let _ = writeln!(out, "\n{setting}");
+            }
+            out.push_str(&results.table());
+        }
+        out
+    }
+}
+
+impl Results {
     fn add(&mut self, line: &Value) -> Result<()> {
         let Some(system) = line.get("system").and_then(Value::as_str) else {
             bail!("no \"system\" field");
@@ -190,7 +220,7 @@ mod tests {
 {"system":"etcd","failover_ms":1200.0}
 {"system":"berth","failover_ms":600.0}
 "#;
-        let table = Results::parse(lines).map(|r| r.table()).unwrap_or_default();
+        let table = Report::parse(lines).map(|r| r.tables()).unwrap_or_default();
         let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split('|').map(str::trim).collect()).collect();
         assert_eq!(rows[2], ["writes/s @1", "600", "1200", "0.50", "5000", "1/3/1"], "{table}");
         assert_eq!(rows[3], ["p50 ms @1", "1.400", "0.700", "2.00", "0.200", "1/3/1"], "{table}");
@@ -203,7 +233,28 @@ mod tests {
 
     #[test]
     fn a_line_that_is_no_result_is_refused_with_its_number() {
-        let error = Results::parse("\n{\"system\":\"etcd\"}\n").err().map(|e| format!("{e:#}"));
+        let error = Report::parse("\n{\"system\":\"etcd\"}\n").err().map(|e| format!("{e:#}"));
         assert!(error.is_some_and(|e| e.contains("line 2")));
+    }
+
+    #[test]
+    fn each_setting_gets_its_own_table_in_the_order_first_seen() {
+        let lines = r#"
+{"setting":"at berth's timing","system":"berth","failover_ms":400.0}
+{"setting":"at etcd's timing","system":"berth","failover_ms":2500.0}
+{"setting":"at berth's timing","system":"etcd","failover_ms":800.0}
+{"setting":"at etcd's timing","system":"etcd","failover_ms":1400.0}
+"#;
+        let tables = Report::parse(lines).map(|r| r.tables()).unwrap_or_default();
+        let berth_timing = tables.find("at berth's timing");
+        let etcd_timing = tables.find("at etcd's timing");
+        assert!(berth_timing.is_some() && berth_timing < etcd_timing, "{tables}");
+        let failovers: Vec<Vec<&str>> = tables
+            .lines()
+            .filter(|l| l.starts_with("failover ms"))
+            .map(|l| l.split('|').map(str::trim).collect())
+            .collect();
+        assert_eq!(failovers[0], ["failover ms", "400", "800", "0.50", "-", "1/1/0"], "{tables}");
+        assert_eq!(failovers[1], ["failover ms", "2500", "1400", "1.79", "-", "1/1/0"], "{tables}");
     }
 }

@@ -43,13 +43,18 @@ impl Identity {
         }
     }
 
-    /// Writes atomically (temp file, then rename) so a crash never leaves half a file.
+    /// Writes atomically and durably (synced temp file, rename, synced
+    /// directory) so a crash never leaves half a file.
     pub fn save(&self, data_dir: &Path) -> anyhow::Result<()> {
         let path = Self::path(data_dir);
         let tmp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(self)?;
         write_private(&tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+        // The rename is durable only once the directory is synced.
+        std::fs::File::open(data_dir)
+            .and_then(|dir| dir.sync_all())
+            .with_context(|| format!("cannot sync {}", data_dir.display()))?;
         Ok(())
     }
 }

@@ -31,7 +31,7 @@ use berth_proto::v1::cluster_api_server::ClusterApiServer;
 use berth_proto::v1::dispatcher_server::DispatcherServer;
 use berth_proto::v1::raft_service_server::RaftServiceServer;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{error, info, info_span, warn, Instrument};
 
 pub use config::{Bootstrap, ManagerConfig, RaftTimings};
 
@@ -194,13 +194,47 @@ async fn serve(
         info!("joined the cluster as a voting manager");
     }
 
-    shutdown.cancelled().await;
-    info!("shutting down");
+    let stopped = tokio::select! {
+        () = shutdown.cancelled() => None,
+        fatal = raft_stopped(&node.raft) => Some(fatal),
+    };
+    if let Some(fatal) = &stopped {
+        error!(
+            error = %fatal,
+            data_dir = %config.data_dir.display(),
+            "raft stopped, most likely because the data directory cannot be written (full, read-only or failing); \
+             this manager acknowledges nothing more and exits, and the other managers carry on"
+        );
+        shutdown.cancel();
+    } else {
+        info!("shutting down");
+    }
     if let Err(e) = node.raft.shutdown().await {
         warn!(error = %e, "raft did not shut down cleanly");
     }
     server.await.context("grpc server task failed")??;
-    Ok(())
+    match stopped {
+        Some(fatal) => bail!(
+            "raft stopped: {fatal} (is the data directory {} full, read-only or failing?)",
+            config.data_dir.display()
+        ),
+        None => Ok(()),
+    }
+}
+
+/// Resolves when this node's Raft has stopped by itself: openraft stops
+/// for good on a storage error, and a node that cannot persist must not
+/// go on answering as if it could.
+async fn raft_stopped(raft: &berth_store::Raft) -> String {
+    let mut metrics = raft.metrics();
+    loop {
+        if let Err(fatal) = &metrics.borrow_and_update().running_state {
+            return fatal.to_string();
+        }
+        if metrics.changed().await.is_err() {
+            return "raft stopped".to_string();
+        }
+    }
 }
 
 /// Makes this manager the single voter of a new cluster and records the

@@ -5,8 +5,8 @@
 //!
 //! Invariants: nothing outside this crate names sled; only the state
 //! machine's `apply` (through `berth_core::ClusterState::apply`) mutates the
-//! replicated state; a vote or log entry is reported saved only after it
-//! has been flushed to disk.
+//! replicated state; a vote, log entry or snapshot is reported saved only
+//! after it has been fsync'd.
 
 // openraft's StorageError is large by design; boxing it at every call site
 // would fight the trait signatures it must match.
@@ -55,7 +55,7 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     let kv: Arc<dyn kv::KvStore> = Arc::new(
         kv::SledStore::open(dir).map_err(|source| StoreError::Open { path: dir.display().to_string(), source })?,
     );
-    let log = LogStore::new(kv.clone());
+    let log = LogStore::open(kv.clone())?;
     let sm = StateMachineStore::open(kv)?;
     Ok((log, sm))
 }

@@ -1,11 +1,24 @@
 //! The Raft log and vote, persisted through [`KvStore`].
 //!
 //! Appends are written at once and made durable by one flusher thread that
-//! takes every append queued while the previous flush ran and flushes them
+//! takes every append queued while the previous flush ran and syncs them
 //! together (group commit). openraft is told an entry is saved only from
-//! that thread, after the flush, so a crash never loses an acknowledged
+//! that thread, after the sync, so a crash never loses an acknowledged
 //! entry; meanwhile the Raft core keeps replicating instead of waiting on
-//! the disk.
+//! the disk. A vote is synced before `save_vote` returns.
+//!
+//! Everything lives in one store whose syncs cover every earlier write, so
+//! what survives a power cut is always a prefix of what was written: a
+//! vote that survived has every log entry appended before it. A leader's
+//! entries appended after its vote are another matter: followers may hold
+//! (and have committed) entries the leader had not synced yet when it lost
+//! power. openraft 0.9 resumes a node whose stored vote says it leads as
+//! leader at once, without an election, and it would then write new
+//! entries under the same log ids as those its followers hold. So
+//! [`LogStore::open`] stores a committed vote back as a plain vote for the
+//! same leader: the node restarts as a follower, and a leader is elected
+//! in a new term among logs as they are on disk, as etcd's raft always
+//! restarts.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -19,7 +32,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::kv::{KvError, KvStore, Space};
-use crate::{NodeId, TypeConfig};
+use crate::{NodeId, StoreError, TypeConfig};
 
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
@@ -41,7 +54,22 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    pub fn new(kv: Arc<dyn KvStore>) -> Self {
+    /// Opens the log kept in `kv`. A committed vote is stored back
+    /// uncommitted (see the module doc) before openraft reads it.
+    pub fn open(kv: Arc<dyn KvStore>) -> Result<Self, StoreError> {
+        let store = LogStore::new(kv);
+        let vote: Option<Vote<NodeId>> =
+            store.read_meta(KEY_VOTE).map_err(|e| StoreError::Corrupt(format!("stored vote: {e}")))?;
+        if let Some(vote) = vote.filter(Vote::is_committed) {
+            let demoted = Vote { committed: false, ..vote };
+            store.write_meta(KEY_VOTE, &demoted).map_err(|e| StoreError::Corrupt(format!("stored vote: {e}")))?;
+            store.kv.flush()?;
+            tracing::info!(%vote, "restarting as a follower: a leader elected in a new term continues");
+        }
+        Ok(store)
+    }
+
+    fn new(kv: Arc<dyn KvStore>) -> Self {
         let (tx, rx) = mpsc::channel();
         let flush_kv = kv.clone();
         // A plain thread: flushing blocks, and must not stall the async runtime.
@@ -207,6 +235,38 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.kv
             .remove_range(Space::Log, &index_key(0), Some(&index_key(log_id.index.saturating_add(1))))
             .map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use anyhow::Context;
+
+    use super::*;
+    use crate::kv::memory::MemoryStore;
+
+    #[tokio::test]
+    async fn a_committed_vote_is_reopened_as_a_plain_vote_for_the_same_leader() -> anyhow::Result<()> {
+        let kv: Arc<dyn KvStore> = Arc::new(MemoryStore::default());
+        let mut store = LogStore::open(kv.clone())?;
+        let leading = Vote::new_committed(7, 2);
+        store.save_vote(&leading).await?;
+        assert_eq!(store.read_vote().await?, Some(leading), "a running store reads back what it saved");
+
+        let mut reopened = LogStore::open(kv)?;
+        let vote = reopened.read_vote().await?.context("the vote survives a reopen")?;
+        assert!(!vote.is_committed(), "a reopened node must not resume leading from its vote: {vote}");
+        assert_eq!(vote.leader_id(), leading.leader_id(), "the term and the node voted for are kept");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_uncommitted_vote_is_reopened_unchanged() -> anyhow::Result<()> {
+        let kv: Arc<dyn KvStore> = Arc::new(MemoryStore::default());
+        let candidate = Vote::new(3, 1);
+        LogStore::open(kv.clone())?.save_vote(&candidate).await?;
+        assert_eq!(LogStore::open(kv)?.read_vote().await?, Some(candidate));
         Ok(())
     }
 }
