@@ -49,6 +49,8 @@ fn layers() -> BTreeMap<&'static str, u8> {
     BTreeMap::from([
         ("berth-core", 0),
         ("berth-proto", 0),
+        ("berth-codec", 0),
+        ("berth-powercut", 0),
         ("berth-api", 1),
         ("berth-store", 1),
         ("berth-scheduler", 1),

@@ -37,8 +37,25 @@ pub const DEFAULT_PROXY_HTTP_LISTEN: &str = "0.0.0.0:80";
 /// The availabilities `node update --availability` accepts.
 pub const AVAILABILITIES: &[&str] = &["active", "pause", "drain"];
 
+/// `berth --version`: the release, and the data formats it writes and reads
+/// (an upgrade or a downgrade needs the formats to overlap).
+static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{} (data format {}, reads formats {} to {})",
+        env!("CARGO_PKG_VERSION"),
+        berth_codec::FORMAT_VERSION,
+        berth_codec::OLDEST_READABLE_FORMAT,
+        berth_codec::FORMAT_VERSION
+    )
+});
+
 #[derive(Debug, Parser)]
-#[command(name = "berth", version, about = "Run a berth cluster and deploy services on it", propagate_version = true)]
+#[command(
+    name = "berth",
+    version = VERSION.as_str(),
+    about = "Run a berth cluster and deploy services on it",
+    propagate_version = true
+)]
 pub struct Cli {
     /// Managers to reach, tried in turn until one answers; any manager will
     /// do, writes are forwarded to the leader.

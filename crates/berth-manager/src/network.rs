@@ -1,5 +1,6 @@
-//! openraft's network, over gRPC: each Raft message is postcard-encoded
-//! into a `RaftPayload` and sent with the `RaftService` client. Channels to
+//! openraft's network, over gRPC: each Raft message is encoded with
+//! `berth_codec` (versioned, so managers of neighbouring releases read each
+//! other's messages) into a `RaftPayload` and sent with the `RaftService` client. Channels to
 //! peers are created lazily and shared, one per peer address.
 
 use std::collections::HashMap;
@@ -94,7 +95,7 @@ impl PeerConnection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let data = postcard::to_allocvec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let data = berth_codec::encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut client = self.peers.raft_client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let mut message = tonic::Request::new(RaftPayload { data });
         message.set_timeout(option.hard_ttl());
@@ -111,7 +112,7 @@ impl PeerConnection {
             }
         })?;
         let decoded: Result<Resp, RaftError<NodeId, E>> =
-            postcard::from_bytes(&reply.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            berth_codec::decode(&reply.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }

@@ -142,12 +142,12 @@ impl ManagerNode {
     }
 
     async fn forward(&self, addr: &str, request: &Request, budget: Duration) -> Result<ForwardReply, ManagerError> {
-        let data = postcard::to_allocvec(request).map_err(ManagerError::internal)?;
+        let data = berth_codec::encode(request).map_err(ManagerError::internal)?;
         let mut client = self.peers.raft_client(addr).map_err(ManagerError::internal)?;
         let mut message = tonic::Request::new(RaftPayload { data });
         message.set_timeout(budget.min(Duration::from_millis(FORWARD_TIMEOUT_MS)));
         let reply = client.propose(message).await.map_err(|s| ManagerError::Internal(s.message().to_string()))?;
-        postcard::from_bytes(&reply.into_inner().data).map_err(ManagerError::internal)
+        berth_codec::decode(&reply.into_inner().data).map_err(ManagerError::internal)
     }
 
     /// Handles a write forwarded by a follower: only ever proposes locally,

@@ -17,12 +17,12 @@ pub struct RaftGrpc {
 }
 
 fn decode<T: DeserializeOwned>(request: Request<RaftPayload>) -> Result<T, Status> {
-    postcard::from_bytes(&request.into_inner().data)
+    berth_codec::decode(&request.into_inner().data)
         .map_err(|e| Status::invalid_argument(format!("malformed raft payload: {e}")))
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
-    let data = postcard::to_allocvec(value).map_err(|e| Status::internal(format!("cannot encode reply: {e}")))?;
+    let data = berth_codec::encode(value).map_err(|e| Status::internal(format!("cannot encode reply: {e}")))?;
     Ok(Response::new(RaftPayload { data }))
 }
 

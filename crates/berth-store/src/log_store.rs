@@ -90,13 +90,13 @@ impl LogStore {
 
     fn read_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, KvErrorOrDecode> {
         match self.kv.get(Space::Meta, key)? {
-            Some(bytes) => Ok(Some(postcard::from_bytes(&bytes)?)),
+            Some(bytes) => Ok(Some(berth_codec::decode(&bytes)?)),
             None => Ok(None),
         }
     }
 
     fn write_meta<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), KvErrorOrDecode> {
-        let bytes = postcard::to_allocvec(value)?;
+        let bytes = berth_codec::encode(value)?;
         self.kv.insert(Space::Meta, key, &bytes)?;
         Ok(())
     }
@@ -126,7 +126,7 @@ pub(crate) enum KvErrorOrDecode {
     #[error(transparent)]
     Kv(#[from] KvError),
     #[error("cannot encode or decode stored data: {0}")]
-    Codec(#[from] postcard::Error),
+    Codec(#[from] berth_codec::CodecError),
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -155,7 +155,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             self.kv.scan(Space::Log, &index_key(start), &index_key(end)).map_err(|e| StorageIOError::read_logs(&e))?;
         values
             .iter()
-            .map(|bytes| postcard::from_bytes(bytes).map_err(|e| StorageIOError::read_logs(&e).into()))
+            .map(|bytes| berth_codec::decode(bytes).map_err(|e| StorageIOError::read_logs(&e).into()))
             .collect()
     }
 }
@@ -170,7 +170,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last_log_id = match last_entry {
             Some(bytes) => {
                 let entry: Entry<TypeConfig> =
-                    postcard::from_bytes(&bytes).map_err(|e| StorageIOError::read_logs(&e))?;
+                    berth_codec::decode(&bytes).map_err(|e| StorageIOError::read_logs(&e))?;
                 Some(entry.log_id)
             }
             None => last_purged_log_id,
@@ -213,7 +213,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut pairs = Vec::new();
         for entry in entries {
-            let bytes = postcard::to_allocvec(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
+            let bytes = berth_codec::encode(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
             pairs.push((index_key(entry.log_id.index).to_vec(), bytes));
         }
         self.kv.insert_all(Space::Log, pairs).map_err(|e| StorageIOError::write_logs(&e))?;

@@ -157,7 +157,7 @@ impl StateMachineStore {
 
     fn stored_snapshot(&self) -> Result<Option<StoredSnapshot>, StoreError> {
         match self.kv.get(Space::Meta, KEY_SNAPSHOT)? {
-            Some(bytes) => postcard::from_bytes(&bytes)
+            Some(bytes) => berth_codec::decode(&bytes)
                 .map(Some)
                 .map_err(|e| StoreError::Corrupt(format!("stored snapshot does not decode: {e}"))),
             None => Ok(None),
@@ -168,7 +168,7 @@ impl StateMachineStore {
     /// may purge the log entries it covers.
     async fn persist(&self, stored: &StoredSnapshot) -> StorageResult<()> {
         let signature = Some(stored.meta.signature());
-        let bytes = postcard::to_allocvec(stored).map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+        let bytes = berth_codec::encode(stored).map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
         self.kv
             .insert(Space::Meta, KEY_SNAPSHOT, &bytes)
             .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
@@ -181,8 +181,8 @@ impl StateMachineStore {
     }
 
     /// Replaces the applied state with a snapshot's, and tells watchers.
-    fn load(&self, stored: &StoredSnapshot) -> Result<(), postcard::Error> {
-        let cluster: ClusterState = postcard::from_bytes(&stored.data)?;
+    fn load(&self, stored: &StoredSnapshot) -> Result<(), berth_codec::CodecError> {
+        let cluster: ClusterState = berth_codec::decode(&stored.data)?;
         let index = stored.meta.last_log_id.map_or(0, |l| l.index);
         {
             let mut state = self.shared.state.write();
@@ -204,7 +204,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
         let (meta, data) = {
             let state = self.shared.state.read();
-            let data = postcard::to_allocvec(&state.cluster).map_err(|e| StorageIOError::read_state_machine(&e))?;
+            let data = berth_codec::encode(&state.cluster).map_err(|e| StorageIOError::read_state_machine(&e))?;
             let snapshot_id = match state.last_applied {
                 Some(last) => format!("{}-{}-{}", last.leader_id, last.index, data.len()),
                 None => format!("empty-{}", data.len()),
