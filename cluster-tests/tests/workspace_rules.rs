@@ -60,6 +60,7 @@ fn layers() -> BTreeMap<&'static str, u8> {
         ("berth-agent", 2),
         ("berth-cli", 3),
         ("berth-bench", 3),
+        ("berth-fixtures", 3),
     ])
 }
 

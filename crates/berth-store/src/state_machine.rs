@@ -63,6 +63,9 @@ struct AppliedState {
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, Node>,
+    /// The encoded `ClusterState`, kept as one binary value rather than a
+    /// list of numbers.
+    #[serde(with = "serde_bytes")]
     data: Vec<u8>,
 }
 
