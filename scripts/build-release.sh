@@ -5,12 +5,19 @@
 # the upgrade tests pay for a release's build once per machine.
 #
 #   scripts/build-release.sh 0.1.0        # prints .../0.1.0/berth
+#   scripts/build-release.sh previous     # the newest release listed
 #   BERTH_RELEASE_CACHE=/tmp/releases scripts/build-release.sh 0.1.0
 set -euo pipefail
 
 version=${1:?usage: scripts/build-release.sh VERSION}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${BERTH_RELEASE_CACHE:-$HOME/.cache/berth-releases}
+
+if [[ $version == previous ]]; then
+    # The last row of the release table with a revision: the newest release.
+    version=$(awk -F'|' '$3 ~ /^ *[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]+ *$/ { gsub(/ /, "", $2); v = $2 } END { print v }' "$root/RELEASES.md")
+    [[ -n $version ]] || { echo "build-release.sh: RELEASES.md lists no release" >&2; exit 2; }
+fi
 
 # The row "| VERSION | REVISION | ..." of the release table.
 rev=$(awk -F'|' -v v="$version" '$2 ~ "^ *"v" *$" { gsub(/ /, "", $3); print $3 }' "$root/RELEASES.md")

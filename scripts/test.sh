@@ -21,4 +21,8 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The cluster tests start the real `berth` binary.
 cargo build --quiet -p berth-cli
+# The upgrade tests start the previous release too: built from its revision
+# in RELEASES.md once per machine (cached under ~/.cache/berth-releases).
+BERTH_PREVIOUS_BIN=$(scripts/build-release.sh previous)
+export BERTH_PREVIOUS_BIN
 cargo nextest run --workspace --no-fail-fast

@@ -80,6 +80,9 @@ pub struct ClusterOpts {
     /// that put them on a special filesystem; `None` keeps them beside
     /// each manager's log in the cluster's temp dir.
     pub data_root: Option<PathBuf>,
+    /// The `berth` binary the managers start with; `None` is [`berth_bin`].
+    /// Upgrade tests start from [`previous_release_bin`].
+    pub bin: Option<PathBuf>,
 }
 
 impl Default for ClusterOpts {
@@ -91,6 +94,7 @@ impl Default for ClusterOpts {
             snapshot_threshold: None,
             ready_deadline: Duration::from_secs(20),
             data_root: None,
+            bin: None,
         }
     }
 }
@@ -188,6 +192,34 @@ fn locate_or_build_berth() -> Result<PathBuf> {
     if !bin.is_file() {
         bail!("cargo built berth-cli but {} does not exist; set BERTH_BIN", bin.display());
     }
+    Ok(bin)
+}
+
+/// The `berth` binary of the previous release, for upgrade tests:
+/// `BERTH_PREVIOUS_BIN` if set (`scripts/test.sh` sets it), else built once
+/// per machine by `scripts/build-release.sh previous` (minutes, the first
+/// time).
+pub fn previous_release_bin() -> Result<PathBuf> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| build_previous_release().map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
+}
+
+fn build_previous_release() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("BERTH_PREVIOUS_BIN") {
+        let bin = PathBuf::from(bin);
+        ensure!(bin.is_file(), "BERTH_PREVIOUS_BIN={} is not a file", bin.display());
+        return Ok(bin);
+    }
+    let workspace =
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("cluster-tests sits inside the workspace")?;
+    let output = Command::new(workspace.join("scripts/build-release.sh"))
+        .arg("previous")
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running scripts/build-release.sh previous")?;
+    ensure!(output.status.success(), "scripts/build-release.sh previous failed: {}", output.status);
+    let bin = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    ensure!(bin.is_file(), "scripts/build-release.sh printed {}, which is not a file", bin.display());
     Ok(bin)
 }
 
@@ -421,7 +453,10 @@ impl Manager {
         };
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let process = BerthProcess::new(format!("{name} ({addr})"), dir.join("manager.log"))?;
+        let mut process = BerthProcess::new(format!("{name} ({addr})"), dir.join("manager.log"))?;
+        if let Some(bin) = &opts.bin {
+            process.set_bin(bin.clone());
+        }
         Ok(Manager {
             name: name.to_string(),
             addr,
@@ -527,6 +562,11 @@ impl Manager {
     pub fn start(&mut self) -> Result<()> {
         let args = self.command_args();
         self.process.start(&args)
+    }
+
+    /// Runs `bin` from the next start on: another release, for upgrades.
+    pub fn set_binary(&mut self, bin: PathBuf) {
+        self.process.set_bin(bin);
     }
 
     /// SIGKILL, then reap the process.
@@ -678,6 +718,11 @@ impl Cluster {
 
     pub fn managers(&self) -> &[Manager] {
         &self.managers
+    }
+
+    /// The managers, to change one (say, the binary it runs from its next start).
+    pub fn managers_mut(&mut self) -> &mut [Manager] {
+        &mut self.managers
     }
 
     pub fn manager_token(&self) -> &str {

@@ -33,6 +33,12 @@ impl BerthProcess {
         self.log_path.clone()
     }
 
+    /// Runs `bin` from the next start on: another release, for upgrades.
+    pub fn set_bin(&mut self, bin: PathBuf) {
+        self.note(&format!("from the next start on, runs {}", bin.display()));
+        self.bin = bin;
+    }
+
     /// How many times it was started; 0 means it has no log worth showing.
     pub fn starts(&self) -> u32 {
         self.starts

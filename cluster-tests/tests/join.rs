@@ -1,6 +1,7 @@
 //! Joining managers: a wrong or a worker token is refused and changes
 //! nothing; a manager that joins after the log was compacted catches up from
-//! a snapshot.
+//! a snapshot; managers report their release, raise the cluster version
+//! to their level, and a manager of an older release cannot join.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -38,6 +39,7 @@ async fn a_wrong_or_worker_token_cannot_join_as_manager_and_changes_nothing() ->
                 token: token.clone(),
                 advertise_address: "127.0.0.1:1".into(),
                 node_id: 0,
+                ..JoinManagerRequest::default()
             })
             .await;
         match refused {
@@ -102,5 +104,43 @@ async fn a_late_joiner_catches_up_from_a_snapshot() -> Result<()> {
     assert_eq!(seen, created);
     let status = late.status().await?;
     assert_eq!(cluster_tests::voters(&status), 4, "the late joiner sees {:?}", status.members);
+    Ok(())
+}
+
+#[tokio::test]
+async fn managers_report_their_release_and_raise_the_cluster_version_which_an_older_manager_cannot_join() -> Result<()>
+{
+    let cluster = Cluster::start(3, ClusterOpts::default()).await?;
+    let status = wait_until(
+        "every manager to report its release and the cluster version to rise",
+        CATCH_UP_DEADLINE,
+        || async {
+            let status = cluster.manager(0).status().await?;
+            let versions: Vec<&str> = status.members.iter().map(|m| m.version.as_str()).collect();
+            ensure!(versions.iter().all(|v| v.starts_with("0.")), "members report releases {versions:?}");
+            ensure!(status.cluster_version != "0.1", "the cluster version is still {}", status.cluster_version);
+            Ok(status)
+        },
+    )
+    .await?;
+    let release = &status.members[0].version;
+    let level: String = release.split('.').take(2).collect::<Vec<_>>().join(".");
+    assert_eq!(status.cluster_version, level, "three managers of {release} raise the cluster version to its level");
+
+    // A manager of 0.1 says no release when it joins: refused, nothing allocated.
+    let refused = cluster
+        .manager(0)
+        .client()
+        .await?
+        .join_manager(JoinManagerRequest {
+            token: cluster.manager_token().to_string(),
+            advertise_address: "127.0.0.1:1".into(),
+            node_id: 0,
+            version: String::new(),
+        })
+        .await;
+    let status_error = refused.err().context("a manager of 0.1 joined a cluster at a higher version")?;
+    assert_eq!(status_error.code(), tonic::Code::FailedPrecondition, "{status_error}");
+    assert!(status_error.message().contains(&level), "the refusal names the cluster version: {status_error}");
     Ok(())
 }

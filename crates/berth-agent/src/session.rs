@@ -134,6 +134,7 @@ async fn session(
             tags: config.tags.clone(),
             millicpus: i64::try_from(resources.millicpus).unwrap_or(0),
             memory_bytes: i64::try_from(resources.memory_bytes).unwrap_or(0),
+            agent_version: berth_core::THIS_RELEASE.to_string(),
         })),
     };
     tx.send(register).await.map_err(|_| AgentError::Unreachable("session closed".into()))?;

@@ -262,6 +262,7 @@ pub fn node_to_proto(node: &Node, task_count: usize) -> pb::Node {
         task_count: u32::try_from(task_count).unwrap_or(u32::MAX),
         created_at_ms: node.created_at_ms,
         updated_at_ms: node.updated_at_ms,
+        agent_version: node.agent_version.clone(),
     }
 }
 

@@ -265,7 +265,9 @@ pub fn cluster_status_json(status: &proto::ClusterStatusReply) -> Value {
             "reachable": m.reachable,
             "leader": m.leader,
             "matched_index": m.matched_index,
+            "version": if m.reachable { Value::from(release_text(true, &m.version)) } else { Value::Null },
         })).collect::<Vec<_>>(),
+        "cluster_version": status.cluster_version,
     })
 }
 
@@ -465,23 +467,34 @@ pub fn cluster_summary(status: &proto::ClusterStatusReply) -> Table {
         ("Commit index", status.commit_index.to_string()),
         ("Applied index", status.applied_index.to_string()),
         ("Last log index", status.last_log_index.to_string()),
+        ("Cluster version", or_dash(status.cluster_version.clone())),
         ("Answered by", status.answered_by.to_string()),
     ])
 }
 
 pub fn members_table(status: &proto::ClusterStatusReply) -> Table {
-    let mut table = table(&["ID", "ADDRESS", "ROLE", "REACHABLE", "LEADER", "MATCHED INDEX"]);
+    let mut table = table(&["ID", "ADDRESS", "ROLE", "VERSION", "REACHABLE", "LEADER", "MATCHED INDEX"]);
     for m in &status.members {
         table.add_row(vec![
             m.id.to_string(),
             m.address.clone(),
             member_role(m).to_string(),
+            release_text(m.reachable, &m.version),
             yes_no(m.reachable).to_string(),
             if m.leader { "*" } else { "" }.to_string(),
             m.matched_index.map_or_else(|| "-".to_string(), |i| i.to_string()),
         ]);
     }
     table
+}
+
+/// A release as a manager or agent reported it: release 0.1 reported none.
+fn release_text(answered: bool, version: &str) -> String {
+    match (answered, version.is_empty()) {
+        (false, _) => "-".to_string(),
+        (true, true) => "0.1".to_string(),
+        (true, false) => version.to_string(),
+    }
 }
 
 /// Task and container ids are shown to this many characters in tables,
@@ -567,6 +580,7 @@ pub fn node_json(node: &proto::Node) -> Value {
         "task_count": node.task_count,
         "created_at_ms": node.created_at_ms,
         "updated_at_ms": node.updated_at_ms,
+        "agent_version": if node.agent_version.is_empty() { Value::Null } else { Value::from(node.agent_version.clone()) },
     })
 }
 
@@ -680,7 +694,8 @@ pub fn triggers_table(triggers: &[proto::Trigger]) -> Table {
 }
 
 pub fn nodes_table(nodes: &[proto::Node]) -> Table {
-    let mut table = table(&["NAME", "ID", "ROLE", "STATUS", "AVAILABILITY", "TAGS", "CPUS", "MEMORY", "TASKS"]);
+    let mut table =
+        table(&["NAME", "ID", "ROLE", "STATUS", "AVAILABILITY", "TAGS", "CPUS", "MEMORY", "TASKS", "AGENT VERSION"]);
     for node in nodes {
         table.add_row(vec![
             node.name.clone(),
@@ -692,6 +707,7 @@ pub fn nodes_table(nodes: &[proto::Node]) -> Table {
             cpus_text(node.cpus),
             human_bytes(node.memory_bytes),
             node.task_count.to_string(),
+            or_dash(node.agent_version.clone()),
         ]);
     }
     table
@@ -714,6 +730,7 @@ pub fn node_details(node: &proto::Node) -> Table {
         ("CPUs", cpus_text(node.cpus)),
         ("Memory", human_bytes(node.memory_bytes)),
         ("Tasks", node.task_count.to_string()),
+        ("Agent version", or_dash(node.agent_version.clone())),
         ("Created", timestamp(node.created_at_ms)),
         ("Updated", timestamp(node.updated_at_ms)),
     ])
@@ -863,6 +880,7 @@ mod tests {
                     reachable: true,
                     leader: true,
                     matched_index: Some(41),
+                    version: "0.2.0".into(),
                 },
                 proto::ManagerMember {
                     id: 2,
@@ -871,8 +889,19 @@ mod tests {
                     reachable: false,
                     leader: false,
                     matched_index: None,
+                    version: String::new(),
+                },
+                proto::ManagerMember {
+                    id: 3,
+                    address: "10.0.0.3:4700".into(),
+                    voter: true,
+                    reachable: true,
+                    leader: false,
+                    matched_index: Some(40),
+                    version: String::new(),
                 },
             ],
+            cluster_version: "0.1".into(),
         };
         let json = cluster_status_json(&status);
         assert_eq!(json["leader_id"], 1);
@@ -881,6 +910,10 @@ mod tests {
         assert_eq!(json["members"][0]["role"], "voter");
         assert_eq!(json["members"][1]["role"], "learner");
         assert_eq!(json["members"][1]["matched_index"], Value::Null);
+        assert_eq!(json["members"][0]["version"], "0.2.0");
+        assert_eq!(json["members"][1]["version"], Value::Null, "an unreachable member's release is unknown");
+        assert_eq!(json["members"][2]["version"], "0.1", "a member of 0.1 answers without a release");
+        assert_eq!(json["cluster_version"], "0.1");
 
         let leaderless = proto::ClusterStatusReply { leader_id: None, leader_address: String::new(), ..status };
         let json = cluster_status_json(&leaderless);
@@ -925,6 +958,7 @@ mod tests {
             task_count: 3,
             created_at_ms: 1_700_000_000_000,
             updated_at_ms: 1_700_000_060_000,
+            agent_version: "0.2.0".into(),
         }
     }
 
@@ -969,11 +1003,25 @@ mod tests {
         let text = render(&nodes_table(&[node()]));
         let lines: Vec<&str> = text.lines().collect();
         let header: Vec<&str> = lines[0].split_whitespace().collect();
-        assert_eq!(header, ["NAME", "ID", "ROLE", "STATUS", "AVAILABILITY", "TAGS", "CPUS", "MEMORY", "TASKS"]);
+        assert_eq!(
+            header,
+            ["NAME", "ID", "ROLE", "STATUS", "AVAILABILITY", "TAGS", "CPUS", "MEMORY", "TASKS", "AGENT", "VERSION"]
+        );
         let row: Vec<&str> = lines[1].split_whitespace().collect();
         assert_eq!(
             row,
-            ["node-1", "4f1c2a9be0d3c4b5a6978812", "worker", "ready", "active", "ssd,zone:a", "8", "7.6GiB", "3"]
+            [
+                "node-1",
+                "4f1c2a9be0d3c4b5a6978812",
+                "worker",
+                "ready",
+                "active",
+                "ssd,zone:a",
+                "8",
+                "7.6GiB",
+                "3",
+                "0.2.0"
+            ]
         );
 
         let json = node_json(&node());
@@ -981,6 +1029,7 @@ mod tests {
         assert_eq!(json["role"], "worker");
         assert_eq!(json["resources"]["memory_bytes"], 8_160_000_000_i64);
         assert_eq!(json["task_count"], 3);
+        assert_eq!(json["agent_version"], "0.2.0");
         assert_eq!(json["tags"][1], "zone:a");
 
         let down = proto::Node { status: "down".into(), status_message: "missed heartbeats".into(), ..node() };

@@ -18,6 +18,7 @@ pub mod state;
 pub(crate) mod test_world;
 pub mod token;
 pub mod trigger;
+pub mod version;
 
 pub use error::CoreError;
 pub use node::*;
@@ -27,3 +28,4 @@ pub use spec::*;
 pub use stack::StackPlan;
 pub use state::*;
 pub use trigger::{Trigger, TriggerAction};
+pub use version::{ClusterVersion, THIS_RELEASE};

@@ -80,6 +80,10 @@ pub struct Node {
     pub status_message: String,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// The release of the agent that last registered it; empty when it is
+    /// of 0.1 or registered before the cluster version was 0.2.
+    #[serde(default)]
+    pub agent_version: String,
 }
 
 impl Node {

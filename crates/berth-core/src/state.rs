@@ -12,8 +12,9 @@ use std::collections::BTreeSet;
 use crate::spec::validate_name;
 use crate::stack::StackPlan;
 use crate::{
-    Availability, CoreError, DesiredState, Node, NodeStatus, Resources, Rollout, RolloutAction, RolloutDecision,
-    RolloutKind, RolloutState, Secret, ServiceMode, ServiceSpec, Task, TaskState, TaskStatus, Trigger, TriggerAction,
+    Availability, ClusterVersion, CoreError, DesiredState, Node, NodeStatus, Resources, Rollout, RolloutAction,
+    RolloutDecision, RolloutKind, RolloutState, Secret, ServiceMode, ServiceSpec, Task, TaskState, TaskStatus, Trigger,
+    TriggerAction,
 };
 
 /// How many request ids are remembered for deduplication. A client retries
@@ -131,6 +132,10 @@ pub enum Command {
         address: String,
         tags: Vec<String>,
         resources: Resources,
+        /// The agent's release; empty from an agent of 0.1, and written
+        /// only once the cluster version is 0.2 (managers of 0.1 drop it).
+        #[serde(default)]
+        agent_version: String,
     },
     UpdateNode {
         id: String,
@@ -156,6 +161,11 @@ pub enum Command {
     ReportTaskStatus {
         node_id: String,
         statuses: Vec<TaskStatus>,
+    },
+    /// Raises the cluster version once every voting manager runs a release
+    /// of that level (the leader checks before proposing). Since 0.2.
+    SetClusterVersion {
+        version: ClusterVersion,
     },
 }
 
@@ -189,6 +199,7 @@ pub const COMMAND_KINDS: &[&str] = &[
     "ReconcileTasks",
     "AssignTasks",
     "ReportTaskStatus",
+    "SetClusterVersion",
 ];
 
 impl Command {
@@ -221,6 +232,20 @@ impl Command {
             Command::ReconcileTasks(_) => "ReconcileTasks",
             Command::AssignTasks { .. } => "AssignTasks",
             Command::ReportTaskStatus { .. } => "ReportTaskStatus",
+            Command::SetClusterVersion { .. } => "SetClusterVersion",
+        }
+    }
+
+    /// The cluster version this command needs: a manager of an older level
+    /// could not read it, or would drop part of it.
+    pub fn required_version(&self) -> ClusterVersion {
+        match self {
+            Command::Batch { requests } => {
+                requests.iter().map(|r| r.command.required_version()).max().unwrap_or(ClusterVersion::INITIAL)
+            }
+            Command::SetClusterVersion { .. } => ClusterVersion::V0_2,
+            Command::RegisterNode { agent_version, .. } if !agent_version.is_empty() => ClusterVersion::V0_2,
+            _ => ClusterVersion::INITIAL,
         }
     }
 }
@@ -369,6 +394,9 @@ pub struct ClusterState {
     /// By registry host.
     registries: BTreeMap<String, crate::secret::RegistryAuth>,
     requests: RequestLog,
+    /// The level every manager supports; `None` until recorded (0.1).
+    #[serde(default)]
+    cluster_version: Option<ClusterVersion>,
 }
 
 /// Outcomes of recent requests, keyed by request id, oldest evicted first.
@@ -542,6 +570,11 @@ impl ClusterState {
         self.triggers.values().find(|t| t.token_hash == token_hash)
     }
 
+    /// The level every manager supports (see [`ClusterVersion`]).
+    pub fn cluster_version(&self) -> ClusterVersion {
+        self.cluster_version.unwrap_or(ClusterVersion::INITIAL)
+    }
+
     pub fn services(&self) -> impl Iterator<Item = &Service> {
         self.services.values()
     }
@@ -551,6 +584,16 @@ impl ClusterState {
     /// never becomes a Raft entry; `apply` runs it again because the state
     /// may have moved between the check and the commit.
     pub fn check(&self, command: &Command) -> Result<(), CoreError> {
+        let needed = command.required_version();
+        // Raising the level is itself the one write above the level: the
+        // leader proposes it only after every voter reported that release.
+        if needed > self.cluster_version() && !matches!(command, Command::SetClusterVersion { .. }) {
+            return Err(CoreError::Conflict(format!(
+                "this write needs cluster version {needed}, and the cluster runs {}: every manager \
+                 must run berth {needed} or later first (`berth cluster status` shows their versions)",
+                self.cluster_version()
+            )));
+        }
         match command {
             // Each request is checked as it is applied.
             Command::Batch { .. } => Ok(()),
@@ -572,6 +615,15 @@ impl ClusterState {
                 self.nodes.get(id).ok_or_else(|| CoreError::not_found("node", id))?;
                 for (i, tag) in tags_add.iter().enumerate() {
                     crate::spec::validate_tag(&format!("tag_add[{i}]"), tag)?;
+                }
+                Ok(())
+            }
+            Command::SetClusterVersion { version } => {
+                if *version < self.cluster_version() {
+                    return Err(CoreError::Conflict(format!(
+                        "the cluster version only goes up: it is {}, not {version}",
+                        self.cluster_version()
+                    )));
                 }
                 Ok(())
             }
@@ -1049,7 +1101,7 @@ impl ClusterState {
                 Some(id) => Outcome::ServiceRemoved { id, index },
                 None => Outcome::Done,
             },
-            Command::RegisterNode { id, name, address, tags, resources } => {
+            Command::RegisterNode { id, name, address, tags, resources, agent_version } => {
                 let existing = self.node_ids.get(name).and_then(|id| self.nodes.get(id)).cloned();
                 let node = match existing {
                     // A known name is the same host coming back: keep its id,
@@ -1057,6 +1109,7 @@ impl ClusterState {
                     Some(mut node) => {
                         node.address = address.clone();
                         node.resources = *resources;
+                        node.agent_version = agent_version.clone();
                         node.status = NodeStatus::Ready;
                         node.status_message.clear();
                         node.updated_at_ms = now;
@@ -1073,10 +1126,15 @@ impl ClusterState {
                         status_message: String::new(),
                         created_at_ms: now,
                         updated_at_ms: now,
+                        agent_version: agent_version.clone(),
                     },
                 };
                 self.put_node(node.clone(), changes);
                 Outcome::Node(Box::new(node))
+            }
+            Command::SetClusterVersion { version } => {
+                self.cluster_version = Some(*version);
+                Outcome::Done
             }
             Command::UpdateNode { id, availability, tags_add, tags_rm } => {
                 let Some(mut node) = self.nodes.get(id).cloned() else { return Outcome::Done };
@@ -1595,6 +1653,43 @@ mod tests {
     }
 
     #[test]
+    fn a_write_that_needs_a_newer_cluster_version_is_refused_until_it_is_recorded() {
+        let mut state = ClusterState::default();
+        let register = |agent_version: &str| Command::RegisterNode {
+            id: "n1".into(),
+            name: "n1".into(),
+            address: String::new(),
+            tags: vec![],
+            resources: Resources::default(),
+            agent_version: agent_version.into(),
+        };
+        assert_eq!(state.cluster_version(), ClusterVersion::INITIAL);
+        let refused = state.apply(1, &request("a", register("0.2.0"))).0;
+        let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("needs cluster version 0.2") && message.contains("runs 0.1"), "{message}");
+        assert!(state.node("n1").is_none(), "a refused write changes nothing");
+        assert!(state.apply(2, &request("b", register(""))).0.is_ok(), "without the new field it is a 0.1 write");
+
+        let raise = |version| Command::SetClusterVersion { version };
+        assert!(state.apply(3, &request("c", raise(ClusterVersion::V0_2))).0.is_ok());
+        assert_eq!(state.cluster_version(), ClusterVersion::V0_2);
+        assert!(state.apply(4, &request("d", register("0.2.0"))).0.is_ok());
+        assert_eq!(state.node("n1").map(|n| n.agent_version.as_str()), Some("0.2.0"));
+        let lowered = state.apply(5, &request("e", raise(ClusterVersion::INITIAL))).0;
+        assert!(lowered.is_err(), "the cluster version never goes down");
+        assert_eq!(state.cluster_version(), ClusterVersion::V0_2);
+    }
+
+    #[test]
+    fn a_batch_needs_the_highest_version_of_its_requests() {
+        let plain = request("a", Command::RemoveNode { id: "x".into() });
+        let raise = request("b", Command::SetClusterVersion { version: ClusterVersion::V0_2 });
+        let batch = Command::Batch { requests: vec![plain.clone(), raise] };
+        assert_eq!(batch.required_version(), ClusterVersion::V0_2);
+        assert_eq!(Command::Batch { requests: vec![plain] }.required_version(), ClusterVersion::INITIAL);
+    }
+
+    #[test]
     fn a_task_is_listed_on_one_node_only_after_assignment() {
         let mut state = ClusterState::default();
         for (i, node) in ["a", "b"].iter().enumerate() {
@@ -1604,6 +1699,7 @@ mod tests {
                 address: String::new(),
                 tags: vec![],
                 resources: Resources::default(),
+                agent_version: String::new(),
             };
             let _ = state.apply(i as u64 + 1, &request("", register));
         }
@@ -1669,13 +1765,21 @@ mod tests {
             Command::CreateTrigger { id: s(), service: s(), action: TriggerAction::Redeploy, token_hash: s() },
             Command::RemoveTrigger { id: s() },
             Command::FireTrigger { token_hash: s() },
-            Command::RegisterNode { id: s(), name: s(), address: s(), tags: vec![], resources: Resources::default() },
+            Command::RegisterNode {
+                id: s(),
+                name: s(),
+                address: s(),
+                tags: vec![],
+                resources: Resources::default(),
+                agent_version: s(),
+            },
             Command::UpdateNode { id: s(), availability: None, tags_add: vec![], tags_rm: vec![] },
             Command::RemoveNode { id: s() },
             Command::SetNodeStatus { updates: vec![] },
             Command::ReconcileTasks(TaskPlan::default()),
             Command::AssignTasks { assignments: vec![], unplaceable: vec![] },
             Command::ReportTaskStatus { node_id: s(), statuses: vec![] },
+            Command::SetClusterVersion { version: ClusterVersion::V0_2 },
         ];
         assert_eq!(samples.iter().map(Command::kind).collect::<Vec<_>>(), COMMAND_KINDS);
         for command in &samples {

@@ -32,6 +32,7 @@ impl World {
             address: String::new(),
             tags: tags.iter().map(|t| t.to_string()).collect(),
             resources: Resources::default(),
+            agent_version: String::new(),
         };
         match self.apply(command) {
             Outcome::Node(node) => node.id,

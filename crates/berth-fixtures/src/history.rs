@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 
 use berth_core::token::{hash_token, JoinToken, Role};
 use berth_core::{
-    Autodestroy, Availability, ClusterState, Command, Dependency, DependencyCondition, DesiredState, Endpoint, EnvVar,
-    FailureAction, Health, HealthCheck, NodeStatus, NodeStatusUpdate, Outcome, PortMapping, Protocol, Request,
-    Resources, RestartCondition, RestartPolicy, RolloutAction, RolloutDecision, SecretRef, Service, ServiceLink,
-    ServiceMode, ServiceSpec, Strategy, Task, TaskPlan, TaskState, TaskStatus, TriggerAction, UpdateConfig,
-    UpdateOrder, VolumeKind, VolumeMount,
+    Autodestroy, Availability, ClusterState, ClusterVersion, Command, Dependency, DependencyCondition, DesiredState,
+    Endpoint, EnvVar, FailureAction, Health, HealthCheck, NodeStatus, NodeStatusUpdate, Outcome, PortMapping, Protocol,
+    Request, Resources, RestartCondition, RestartPolicy, RolloutAction, RolloutDecision, SecretRef, Service,
+    ServiceLink, ServiceMode, ServiceSpec, Strategy, Task, TaskPlan, TaskState, TaskStatus, TriggerAction,
+    UpdateConfig, UpdateOrder, VolumeKind, VolumeMount,
 };
 
 /// 2026-01-01T00:00:00Z: when the sample cluster was initialised.
@@ -305,6 +305,7 @@ pub fn run() -> History {
         address: address.into(),
         tags: tags.iter().map(|t| t.to_string()).collect(),
         resources: Resources { millicpus, memory_bytes: memory_gib * 1024 * MIB },
+        agent_version: String::new(),
     };
     h.internal_write(register(WORKER_1, "10.0.2.21", &["zone:a", "tier:front", "ssd"], 8_000, 32));
     h.internal_write(register(WORKER_2, "10.0.2.22", &["zone:b", "tier:front"], 4_000, 16));
@@ -465,4 +466,16 @@ fn place_tasks(h: &mut History) {
         status("shop_worker", 1, TaskState::Complete, Health::None, Some(0), "", vec![]),
     ];
     h.internal_write(Command::ReportTaskStatus { node_id: node_id(WORKER_2), statuses: worker_2 });
+
+    // Every manager runs 0.2: the cluster version goes up, and an agent
+    // that registers again now has its release recorded.
+    h.internal_write(Command::SetClusterVersion { version: ClusterVersion::V0_2 });
+    h.internal_write(Command::RegisterNode {
+        id: node_id(WORKER_2),
+        name: WORKER_2.into(),
+        address: "10.0.2.22".into(),
+        tags: vec!["zone:b".into(), "tier:front".into()],
+        resources: Resources { millicpus: 4_000, memory_bytes: 16 * 1024 * MIB },
+        agent_version: "0.2.0".into(),
+    });
 }

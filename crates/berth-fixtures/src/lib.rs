@@ -302,6 +302,7 @@ fn agent_session(h: &History, out: &mut Samples) {
             tags: node.tags.iter().cloned().collect(),
             millicpus: i64::try_from(node.resources.millicpus).unwrap_or(0),
             memory_bytes: i64::try_from(node.resources.memory_bytes).unwrap_or(0),
+            agent_version: berth_core::THIS_RELEASE.into(),
         }),
         Up::Heartbeat(pb::Heartbeat {}),
         Up::Statuses(pb::TaskStatuses { statuses }),

@@ -4,10 +4,9 @@
 use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use berth_core::token::Role;
-use berth_core::{orchestrator, Command, CoreError, Outcome, TriggerAction};
+use berth_core::{orchestrator, ClusterVersion, Command, CoreError, Outcome, TriggerAction};
 use berth_proto::v1 as pb;
 use berth_proto::v1::cluster_api_client::ClusterApiClient;
 use berth_proto::v1::cluster_api_server::ClusterApi;
@@ -23,8 +22,6 @@ use berth_api::{node_to_proto, service_to_proto, spec_from_proto, task_to_proto}
 
 /// A client request larger than this is refused before it is decoded.
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
-/// `cluster status` gives up on a member that does not answer in this time.
-pub const PING_TIMEOUT_MS: u64 = 300;
 /// Events buffered per watch stream towards a slow client.
 pub const WATCH_STREAM_BUFFER: usize = 256;
 
@@ -487,31 +484,24 @@ impl ClusterApi for Api {
         let matched = metrics.replication.clone().unwrap_or_default();
         let pings = membership.nodes().map(|(id, node)| {
             let (id, addr) = (*id, node.addr.clone());
-            let peers = self.node.peers.clone();
             let me = self.node.id;
             async move {
                 if id == me {
-                    return (id, addr, true);
+                    return (id, addr, Some(berth_core::THIS_RELEASE.to_string()));
                 }
-                let reachable = match peers.raft_client(&addr) {
-                    Ok(mut client) => {
-                        let mut ping = Request::new(pb::PingRequest {});
-                        ping.set_timeout(Duration::from_millis(PING_TIMEOUT_MS));
-                        client.ping(ping).await.is_ok()
-                    }
-                    Err(_) => false,
-                };
-                (id, addr, reachable)
+                let version = self.node.ping(&addr).await.map(|reply| reply.version);
+                (id, addr, version)
             }
         });
         let results = futures::future::join_all(pings).await;
         let members: Vec<pb::ManagerMember> = results
             .into_iter()
-            .map(|(id, address, reachable)| pb::ManagerMember {
+            .map(|(id, address, version)| pb::ManagerMember {
                 id,
                 address,
                 voter: voters.contains(&id),
-                reachable,
+                reachable: version.is_some(),
+                version: version.unwrap_or_default(),
                 leader: metrics.current_leader == Some(id),
                 matched_index: if id == self.node.id {
                     metrics.last_log_index
@@ -534,6 +524,7 @@ impl ClusterApi for Api {
             applied_index: metrics.last_applied.map_or(0, |l| l.index),
             last_log_index: metrics.last_log_index.unwrap_or(0),
             members,
+            cluster_version: self.node.view.read(|state, _| state.cluster_version().to_string()),
         }))
     }
 
@@ -560,6 +551,17 @@ impl ClusterApi for Api {
         }
         if let Some(mut leader) = self.leader_api()? {
             return leader.join_manager(request).await;
+        }
+        let cluster_version = self.node.view.read(|state, _| state.cluster_version());
+        match ClusterVersion::of_release(&request.version) {
+            Some(level) if level >= cluster_version => {}
+            _ => {
+                return Err(Status::failed_precondition(format!(
+                    "the cluster runs cluster version {cluster_version}, and the joining manager's release \
+                     '{}' is older: join with berth {cluster_version} or later",
+                    if request.version.is_empty() { "0.1" } else { &request.version }
+                )))
+            }
         }
         let node_id = if request.node_id == 0 {
             let command = Command::AllocateManagerId { address: request.advertise_address.clone() };

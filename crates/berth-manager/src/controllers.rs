@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_core::orchestrator;
-use berth_core::{Command, DesiredState, TaskState};
+use berth_core::{ClusterVersion, Command, DesiredState, TaskState};
 use berth_scheduler::{Decision, Scheduler};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +48,7 @@ pub async fn supervise(
             async move {
                 tokio::join!(
                     control_loop(node.clone(), leading.clone()),
+                    raise_cluster_version(node.clone(), leading.clone()),
                     run_liveness_checker(node, liveness, settings, leading),
                 );
             }
@@ -63,6 +64,53 @@ pub async fn supervise(
         let _ = loops.await;
         info!(term, "no longer leading: controllers stopped");
     }
+}
+
+/// How often a leader whose cluster version is below its own release asks
+/// the voters which release they run.
+pub const CLUSTER_VERSION_CHECK_MS: u64 = 1_000;
+
+/// Raises the recorded cluster version to the lowest release among the
+/// voters, once every voter answers: a manager being upgraded keeps it
+/// where it is until it is back. Ends when the cluster is at this build's
+/// level, which it cannot pass (the leader is a voter).
+async fn raise_cluster_version(node: Arc<ManagerNode>, leading: CancellationToken) {
+    let ours = ClusterVersion::this_build();
+    loop {
+        let current = node.view.read(|state, _| state.cluster_version());
+        if current >= ours {
+            return;
+        }
+        match voters_level(&node).await {
+            Some(level) if level > current => {
+                let command = Command::SetClusterVersion { version: level };
+                match node.write(format!("cluster-version-{level}"), command).await {
+                    Ok(_) => {
+                        info!(from = %current, to = %level, "every manager runs {level} or later: raised the cluster version")
+                    }
+                    Err(e) => warn!(error = %e, "cannot raise the cluster version; retrying"),
+                }
+            }
+            _ => {}
+        }
+        tokio::select! {
+            _ = leading.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(CLUSTER_VERSION_CHECK_MS)) => {}
+        }
+    }
+}
+
+/// The lowest release level among the voters (this one included), or
+/// `None` while one of them does not answer.
+async fn voters_level(node: &ManagerNode) -> Option<ClusterVersion> {
+    let membership = node.raft.metrics().borrow().membership_config.membership().clone();
+    let mut lowest = ClusterVersion::this_build();
+    for id in membership.voter_ids().filter(|id| *id != node.id) {
+        let addr = membership.get_node(&id)?.addr.clone();
+        let reply = node.ping(&addr).await?;
+        lowest = lowest.min(ClusterVersion::of_release(&reply.version)?);
+    }
+    Some(lowest)
 }
 
 async fn control_loop(node: Arc<ManagerNode>, leading: CancellationToken) {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use berth_core::discovery::{names_for, Reachable};
 use berth_core::token::Role;
-use berth_core::{Command, NodeStatus, NodeStatusUpdate, Outcome, Resources, TaskStatus};
+use berth_core::{ClusterVersion, Command, NodeStatus, NodeStatusUpdate, Outcome, Resources, TaskStatus};
 use berth_proto::v1 as pb;
 use berth_proto::v1::dispatcher_server::Dispatcher;
 use berth_store::WatchItem;
@@ -133,12 +133,21 @@ impl DispatcherService {
             memory_bytes: u64::try_from(register.memory_bytes).unwrap_or(0),
         };
         let address = if register.address.is_empty() { remote } else { register.address.clone() };
+        // Managers of 0.1 would drop the agent's release from the entry and
+        // hold a different node than the others: it is recorded only once
+        // every manager keeps it.
+        let agent_version = if self.node.view.read(|state, _| state.cluster_version()) >= ClusterVersion::V0_2 {
+            register.agent_version.clone()
+        } else {
+            String::new()
+        };
         let command = Command::RegisterNode {
             id: crate::node::hex_id(),
             name: register.name.clone(),
             address,
             tags: register.tags.clone(),
             resources,
+            agent_version,
         };
         match self.node.write(uuid::Uuid::new_v4().to_string(), command).await? {
             Outcome::Node(node) => {

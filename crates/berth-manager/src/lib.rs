@@ -115,8 +115,12 @@ async fn join_call(peer: &str, token: &str, advertise: &str, node_id: u64) -> an
     loop {
         let attempt = async {
             let mut client = ClusterApiClient::connect(format!("http://{peer}")).await?;
-            let request =
-                pb::JoinManagerRequest { token: token.to_string(), advertise_address: advertise.to_string(), node_id };
+            let request = pb::JoinManagerRequest {
+                token: token.to_string(),
+                advertise_address: advertise.to_string(),
+                node_id,
+                version: berth_core::THIS_RELEASE.to_string(),
+            };
             anyhow::Ok(client.join_manager(request).await)
         };
         match attempt.await {

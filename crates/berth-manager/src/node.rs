@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_core::token::{hash_token, JoinToken, Role};
 use berth_core::{Command, CoreError, Outcome, Request, Response};
-use berth_proto::v1::{RaftPayload, ReadIndexRequest};
+use berth_proto::v1::{PingReply, PingRequest, RaftPayload, ReadIndexRequest};
 use berth_store::{NodeId, Raft, StateView};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
@@ -56,7 +56,19 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// How long a ping of another manager may take before it counts as unreachable.
+pub const PING_TIMEOUT_MS: u64 = 300;
+
 impl ManagerNode {
+    /// Pings the manager at `addr`: its reply (with its release), or `None`
+    /// when it does not answer within [`PING_TIMEOUT_MS`].
+    pub async fn ping(&self, addr: &str) -> Option<PingReply> {
+        let mut client = self.peers.raft_client(addr).ok()?;
+        let mut ping = tonic::Request::new(PingRequest {});
+        ping.set_timeout(Duration::from_millis(PING_TIMEOUT_MS));
+        client.ping(ping).await.ok().map(tonic::Response::into_inner)
+    }
+
     /// The current leader's id and address, as this manager knows it.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         // Borrowed, not cloned: this runs on every request.

@@ -61,6 +61,6 @@ impl RaftService for RaftGrpc {
     }
 
     async fn ping(&self, _request: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
-        Ok(Response::new(PingReply { node_id: self.node.id }))
+        Ok(Response::new(PingReply { node_id: self.node.id, version: berth_core::THIS_RELEASE.to_string() }))
     }
 }

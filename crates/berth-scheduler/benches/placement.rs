@@ -209,6 +209,7 @@ fn node(i: usize) -> Node {
         status_message: String::new(),
         created_at_ms: 0,
         updated_at_ms: 0,
+        agent_version: String::new(),
     }
 }
 

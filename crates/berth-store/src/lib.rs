@@ -12,6 +12,7 @@
 // would fight the trait signatures it must match.
 #![allow(clippy::result_large_err)]
 
+pub mod format;
 pub mod kv;
 pub mod log_store;
 pub mod state_machine;
@@ -61,111 +62,15 @@ pub enum StoreError {
     Kv(#[from] kv::KvError),
 }
 
-/// The file in a store's directory that names the format it was written
-/// in; it is checked before the store is opened, so a store this build
-/// cannot read is refused without a byte changed.
-pub const FORMAT_FILE: &str = "FORMAT";
-const FORMAT_PREFIX: &str = "berth-store-format ";
-
 /// Opens (or creates) the log store and state machine kept under `dir`.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
-    check_format(dir)?;
+    let format = Arc::new(format::FormatMarker::check_or_create(dir)?);
     let kv: Arc<dyn kv::KvStore> = Arc::new(
         kv::SledStore::open(dir).map_err(|source| StoreError::Open { path: dir.display().to_string(), source })?,
     );
-    let log = LogStore::open(kv.clone())?;
-    let sm = StateMachineStore::open(kv)?;
+    let log = LogStore::open(kv.clone(), format.clone())?;
+    let sm = StateMachineStore::open(kv, format)?;
     Ok((log, sm))
-}
-
-/// Refuses a store in a format this build cannot read, and marks a new
-/// store with the current format (synced before anything else is written).
-fn check_format(dir: &Path) -> Result<(), StoreError> {
-    let path = dir.display().to_string();
-    let marker = dir.join(FORMAT_FILE);
-    let io_error = |what: &str, e: std::io::Error| StoreError::Open {
-        path: path.clone(),
-        source: kv::KvError::msg(format!("cannot {what} {}: {e}", marker.display())),
-    };
-    match std::fs::read_to_string(&marker) {
-        Ok(text) => {
-            let found = text.trim().strip_prefix(FORMAT_PREFIX).unwrap_or(text.trim()).to_string();
-            match found.parse::<u8>() {
-                Ok(format) if (berth_codec::OLDEST_READABLE_FORMAT..=berth_codec::FORMAT_VERSION).contains(&format) => {
-                    Ok(())
-                }
-                parsed => Err(StoreError::UnreadableFormat {
-                    path,
-                    found,
-                    oldest: berth_codec::OLDEST_READABLE_FORMAT,
-                    current: berth_codec::FORMAT_VERSION,
-                    hint: match parsed {
-                        Ok(format) if format > berth_codec::FORMAT_VERSION => {
-                            ": it was written by a newer berth; run that version, or this one on a fresh data directory"
-                        }
-                        _ => "",
-                    },
-                }),
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let has_data = std::fs::read_dir(dir).map(|mut entries| entries.next().is_some()).unwrap_or(false);
-            if has_data {
-                return Err(StoreError::Unversioned { path });
-            }
-            std::fs::create_dir_all(dir).map_err(|e| io_error("create the directory of", e))?;
-            let text = format!("{FORMAT_PREFIX}{}\n", berth_codec::FORMAT_VERSION);
-            write_synced(&marker, text.as_bytes()).map_err(|e| io_error("write", e))
-        }
-        Err(e) => Err(io_error("read", e)),
-    }
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut file = std::fs::File::create(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod format_tests {
-    use super::*;
-
-    #[test]
-    fn a_new_store_is_marked_with_the_current_format_and_reopens() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let store = dir.path().join("raft");
-        check_format(&store)?;
-        let text = std::fs::read_to_string(store.join(FORMAT_FILE)).unwrap_or_default();
-        assert_eq!(text, format!("berth-store-format {}\n", berth_codec::FORMAT_VERSION));
-        check_format(&store)
-    }
-
-    #[test]
-    fn an_unversioned_or_newer_store_is_refused_and_left_as_it_was() -> Result<(), std::io::Error> {
-        let dir = tempfile::tempdir()?;
-        let old = dir.path().join("old");
-        std::fs::create_dir_all(&old)?;
-        std::fs::write(old.join("db"), b"postcard records")?;
-        let refused = check_format(&old).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(refused.contains("before release 0.1"), "{refused}");
-        assert!(!old.join(FORMAT_FILE).exists(), "a refused store must not be marked");
-
-        let newer = dir.path().join("newer");
-        std::fs::create_dir_all(&newer)?;
-        let future = berth_codec::FORMAT_VERSION + 1;
-        std::fs::write(newer.join(FORMAT_FILE), format!("berth-store-format {future}\n"))?;
-        let refused = check_format(&newer).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(refused.contains(&format!("format version {future}")) && refused.contains("newer berth"), "{refused}");
-        let text = std::fs::read_to_string(newer.join(FORMAT_FILE))?;
-        assert_eq!(text, format!("berth-store-format {future}\n"), "a refused store is left as it was");
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -25,12 +25,14 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::mpsc;
 use std::sync::Arc;
 
+use berth_core::ClusterVersion;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
+use openraft::{Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use crate::format::FormatMarker;
 use crate::kv::{KvError, KvStore, Space};
 use crate::{NodeId, StoreError, TypeConfig};
 
@@ -51,13 +53,14 @@ enum FlushWaiter {
 pub struct LogStore {
     kv: Arc<dyn KvStore>,
     flusher: mpsc::Sender<FlushWaiter>,
+    format: Arc<FormatMarker>,
 }
 
 impl LogStore {
     /// Opens the log kept in `kv`. A committed vote is stored back
     /// uncommitted (see the module doc) before openraft reads it.
-    pub fn open(kv: Arc<dyn KvStore>) -> Result<Self, StoreError> {
-        let store = LogStore::new(kv);
+    pub fn open(kv: Arc<dyn KvStore>, format: Arc<FormatMarker>) -> Result<Self, StoreError> {
+        let store = LogStore::new(kv, format);
         let vote: Option<Vote<NodeId>> =
             store.read_meta(KEY_VOTE).map_err(|e| StoreError::Corrupt(format!("stored vote: {e}")))?;
         if let Some(vote) = vote.filter(Vote::is_committed) {
@@ -69,7 +72,7 @@ impl LogStore {
         Ok(store)
     }
 
-    fn new(kv: Arc<dyn KvStore>) -> Self {
+    fn new(kv: Arc<dyn KvStore>, format: Arc<FormatMarker>) -> Self {
         let (tx, rx) = mpsc::channel();
         let flush_kv = kv.clone();
         // A plain thread: flushing blocks, and must not stall the async runtime.
@@ -78,7 +81,7 @@ impl LogStore {
             .spawn(move || run_flusher(flush_kv, rx))
             .map(|_| ())
             .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the log flusher thread"));
-        LogStore { kv, flusher: tx }
+        LogStore { kv, flusher: tx, format }
     }
 
     /// Waits until every write issued so far is on disk.
@@ -212,10 +215,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut pairs = Vec::new();
+        let mut level = ClusterVersion::INITIAL;
         for entry in entries {
+            if let EntryPayload::Normal(request) = &entry.payload {
+                level = level.max(request.command.required_version());
+            }
             let bytes = berth_codec::encode(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
             pairs.push((index_key(entry.log_id.index).to_vec(), bytes));
         }
+        // The store's format must say what it holds before it holds it.
+        self.format.cover(level).map_err(|e| StorageIOError::write_logs(&e))?;
         self.kv.insert_all(Space::Log, pairs).map_err(|e| StorageIOError::write_logs(&e))?;
         self.flusher
             .send(FlushWaiter::Append(callback))
@@ -246,15 +255,22 @@ mod tests {
     use super::*;
     use crate::kv::memory::MemoryStore;
 
+    fn format() -> anyhow::Result<(tempfile::TempDir, Arc<FormatMarker>)> {
+        let dir = tempfile::tempdir()?;
+        let marker = FormatMarker::check_or_create(&dir.path().join("store"))?;
+        Ok((dir, Arc::new(marker)))
+    }
+
     #[tokio::test]
     async fn a_committed_vote_is_reopened_as_a_plain_vote_for_the_same_leader() -> anyhow::Result<()> {
         let kv: Arc<dyn KvStore> = Arc::new(MemoryStore::default());
-        let mut store = LogStore::open(kv.clone())?;
+        let (_dir, format) = format()?;
+        let mut store = LogStore::open(kv.clone(), format.clone())?;
         let leading = Vote::new_committed(7, 2);
         store.save_vote(&leading).await?;
         assert_eq!(store.read_vote().await?, Some(leading), "a running store reads back what it saved");
 
-        let mut reopened = LogStore::open(kv)?;
+        let mut reopened = LogStore::open(kv, format)?;
         let vote = reopened.read_vote().await?.context("the vote survives a reopen")?;
         assert!(!vote.is_committed(), "a reopened node must not resume leading from its vote: {vote}");
         assert_eq!(vote.leader_id(), leading.leader_id(), "the term and the node voted for are kept");
@@ -264,9 +280,10 @@ mod tests {
     #[tokio::test]
     async fn an_uncommitted_vote_is_reopened_unchanged() -> anyhow::Result<()> {
         let kv: Arc<dyn KvStore> = Arc::new(MemoryStore::default());
+        let (_dir, format) = format()?;
         let candidate = Vote::new(3, 1);
-        LogStore::open(kv.clone())?.save_vote(&candidate).await?;
-        assert_eq!(LogStore::open(kv)?.read_vote().await?, Some(candidate));
+        LogStore::open(kv.clone(), format.clone())?.save_vote(&candidate).await?;
+        assert_eq!(LogStore::open(kv, format)?.read_vote().await?, Some(candidate));
         Ok(())
     }
 }

@@ -21,6 +21,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
+use crate::format::FormatMarker;
 use crate::kv::{KvStore, Space};
 use crate::{Node, NodeId, StoreError, TypeConfig};
 
@@ -135,10 +136,11 @@ impl StateView {
 pub struct StateMachineStore {
     kv: Arc<dyn KvStore>,
     shared: Arc<Shared>,
+    format: Arc<FormatMarker>,
 }
 
 impl StateMachineStore {
-    pub(crate) fn open(kv: Arc<dyn KvStore>) -> Result<Self, StoreError> {
+    pub(crate) fn open(kv: Arc<dyn KvStore>, format: Arc<FormatMarker>) -> Result<Self, StoreError> {
         let (changes, _) = broadcast::channel(WATCH_CHANNEL_CAPACITY);
         let (applied_index, _) = watch::channel(0);
         let shared = Arc::new(Shared {
@@ -147,7 +149,7 @@ impl StateMachineStore {
             changes,
             applied_index,
         });
-        let sm = StateMachineStore { kv, shared };
+        let sm = StateMachineStore { kv, shared, format };
         if let Some(stored) = sm.stored_snapshot()? {
             sm.load(&stored).map_err(|e| StoreError::Corrupt(format!("snapshot does not decode: {e}")))?;
         }
@@ -296,6 +298,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> StorageResult<()> {
         let stored = StoredSnapshot { meta: meta.clone(), data: snapshot.into_inner() };
         self.load(&stored).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        // A snapshot from a cluster at a higher version holds its records.
+        let level = self.shared.state.read().cluster.cluster_version();
+        self.format.cover(level).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         self.persist(&stored).await
     }
 

@@ -27,6 +27,7 @@ pub fn node(id: &str, tags: &[&str]) -> Node {
         status_message: String::new(),
         created_at_ms: 0,
         updated_at_ms: 0,
+        agent_version: String::new(),
     }
 }
 
