@@ -23,15 +23,23 @@ pub struct AgentOpts {
     /// Where its load balancer serves HTTP; off unless a test asks, so
     /// concurrent test clusters never compete for a port.
     pub proxy_http_listen: Option<std::net::SocketAddr>,
+    /// The `berth` binary it starts with; `None` is [`crate::berth_bin`].
+    pub bin: Option<PathBuf>,
 }
 
 impl AgentOpts {
     pub fn named(name: impl Into<String>) -> AgentOpts {
-        AgentOpts { name: name.into(), tags: Vec::new(), proxy_http_listen: None }
+        AgentOpts { name: name.into(), tags: Vec::new(), proxy_http_listen: None, bin: None }
     }
 
     pub fn proxy(mut self, listen: std::net::SocketAddr) -> AgentOpts {
         self.proxy_http_listen = Some(listen);
+        self
+    }
+
+    /// Starts with `bin` (another release) instead of the binary under test.
+    pub fn bin(mut self, bin: PathBuf) -> AgentOpts {
+        self.bin = Some(bin);
         self
     }
 
@@ -70,7 +78,10 @@ impl Agent {
         }
         let dir = root.join(format!("agent-{}", opts.name));
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let process = BerthProcess::new(format!("agent {}", opts.name), dir.join("agent.log"))?;
+        let mut process = BerthProcess::new(format!("agent {}", opts.name), dir.join("agent.log"))?;
+        if let Some(bin) = &opts.bin {
+            process.set_bin(bin.clone());
+        }
         Ok(Agent { opts, dir, managers, token, process, node_id: None })
     }
 
@@ -134,6 +145,11 @@ impl Agent {
     /// do when an agent crashes.
     pub fn kill(&mut self) -> Result<()> {
         self.process.kill()
+    }
+
+    /// Runs `bin` from the next start on: another release, for upgrades.
+    pub fn set_binary(&mut self, bin: PathBuf) {
+        self.process.set_bin(bin);
     }
 
     /// Starts the process again with the same name, tags and data dir.

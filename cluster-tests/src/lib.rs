@@ -972,6 +972,11 @@ impl Cluster {
 
     /// Starts agent `i` again under the same name and waits until its node
     /// has registered again and is ready, with the same node id.
+    /// Agent `i`, to change it (say, the binary it runs from its next start).
+    pub fn agent_mut(&mut self, i: usize) -> &mut Agent {
+        &mut self.agents[i]
+    }
+
     pub async fn restart_agent(&mut self, i: usize) -> Result<()> {
         let before = self.node(self.agents[i].name()).await?.updated_at_ms;
         self.agents[i].restart()?;

@@ -8,16 +8,25 @@
 //! stays at the previous level, and the stores stay in the format it
 //! reads, until every manager runs this build. Then the cluster version
 //! rises, and the previous release refuses a data directory, naming both
-//! formats, without changing a byte of it.
+//! formats, without changing a byte of it. With agents and Docker: a
+//! service behind the agents' proxies serves a request loop through the
+//! whole roll of managers and agents, in both mixed orders (a new agent
+//! with old managers, old agents with new managers), and none of its
+//! containers is restarted.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{ensure, Context, Result};
-use cluster_tests::proto::ReadConsistency;
+use anyhow::{bail, ensure, Context, Result};
+use cluster_tests::proto::{EnvVar, ReadConsistency, ServiceSpec};
+use cluster_tests::workload::{agent_name, unique_name};
 use cluster_tests::{
-    berth_bin, list_services, names, previous_release_bin, request_id, service_spec, wait_until, Cluster, ClusterOpts,
+    berth_bin, free_port, list_services, names, previous_release_bin, request_id, service_spec, wait_until, AgentOpts,
+    Cluster, ClusterOpts, Engine,
 };
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -162,4 +171,178 @@ fn tree_digest(dir: &Path) -> Result<BTreeMap<PathBuf, (u64, u64)>> {
         }
     }
     Ok(digest)
+}
+
+const HOST: &str = "upgrade.test";
+const CONVERGE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// busybox httpd behind a virtual host, stopping at once on SIGTERM.
+fn web(name: &str, replicas: i64) -> ServiceSpec {
+    let script = "mkdir -p /www && hostname > /www/index.html && httpd -f -p 80 -h /www & \
+                  trap 'kill $!; exit 0' TERM; wait";
+    ServiceSpec {
+        name: name.to_string(),
+        image: cluster_tests::docker::TEST_IMAGE.to_string(),
+        command: ["sh", "-c", script].map(String::from).to_vec(),
+        replicas: Some(replicas),
+        env: vec![EnvVar { name: "VIRTUAL_HOST".into(), value: HOST.into() }],
+        ..ServiceSpec::default()
+    }
+}
+
+/// Requests sent to the first proxy that answers, as a client behind two
+/// nodes does: a request fails only if no proxy serves it.
+struct RequestLoop {
+    stop: Arc<AtomicBool>,
+    served: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl RequestLoop {
+    fn start(proxies: Vec<SocketAddr>) -> RequestLoop {
+        let (stop, served, failed) = (Arc::new(AtomicBool::new(false)), Arc::default(), Arc::default());
+        let task = tokio::spawn({
+            let (stop, served, failed): (Arc<AtomicBool>, Arc<AtomicUsize>, Arc<AtomicUsize>) =
+                (stop.clone(), Arc::clone(&served), Arc::clone(&failed));
+            async move {
+                let mut errors = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let mut last = String::new();
+                    let mut ok = false;
+                    for proxy in &proxies {
+                        match cluster_tests::http::get(*proxy, HOST).await {
+                            Ok((200, body)) if !body.is_empty() => {
+                                ok = true;
+                                break;
+                            }
+                            Ok((status, body)) => last = format!("{proxy}: {status} {body:?}"),
+                            Err(e) => last = format!("{proxy}: {e:#}"),
+                        }
+                    }
+                    if ok {
+                        served.fetch_add(1, Ordering::SeqCst);
+                    } else {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                        errors.push(last);
+                    }
+                }
+                errors
+            }
+        });
+        RequestLoop { stop, served, failed, task }
+    }
+
+    async fn finish(self) -> Result<(usize, usize, Vec<String>)> {
+        self.stop.store(true, Ordering::SeqCst);
+        let errors = self.task.await.context("the request loop panicked")?;
+        Ok((self.served.load(Ordering::SeqCst), self.failed.load(Ordering::SeqCst), errors))
+    }
+}
+
+/// Every task of the service with its container, sorted: a restart shows
+/// as a new task or a new container.
+async fn containers(cluster: &Cluster, name: &str) -> Result<Vec<(String, String)>> {
+    let mut running: Vec<(String, String)> = cluster
+        .tasks(name)
+        .await?
+        .into_iter()
+        .filter(|t| t.desired_state == "running")
+        .map(|t| (t.id, t.container_id))
+        .collect();
+    running.sort();
+    Ok(running)
+}
+
+#[tokio::test]
+async fn a_service_serves_every_request_while_managers_and_agents_roll_to_this_build() -> Result<()> {
+    let test = "a_service_serves_every_request_while_managers_and_agents_roll_to_this_build";
+    let Some(_engine) = Engine::for_test(test).await? else { return Ok(()) };
+    let previous = previous_release_bin()?;
+    let current = berth_bin()?;
+    let mut cluster = Cluster::start(3, ClusterOpts { bin: Some(previous.clone()), ..ClusterOpts::default() }).await?;
+    let agents = agent_count()?;
+    let proxies =
+        (0..agents).map(|_| Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?)))).collect::<Result<Vec<_>>>()?;
+    let listen = proxies.clone();
+    let old = previous.clone();
+    cluster.start_agents(agents, |i| AgentOpts::named(agent_name(i)).proxy(listen[i]).bin(old.clone())).await?;
+
+    let name = unique_name("upgrade");
+    let replicas = i64::try_from(agents)?;
+    cluster.create_acked(web(&name, replicas), &request_id(), CONVERGE_DEADLINE).await?;
+    let before = wait_until(&format!("{agents} ready tasks of {name}, one per node"), CONVERGE_DEADLINE, || async {
+        let tasks = cluster.tasks(&name).await?;
+        let ready: Vec<_> = tasks.iter().filter(|t| t.desired_state == "running" && t.ready).collect();
+        let nodes: BTreeSet<&str> = ready.iter().map(|t| t.node_id.as_str()).collect();
+        if ready.len() != agents || nodes.len() != agents || ready.iter().any(|t| t.container_id.is_empty()) {
+            bail!("{} ready tasks on {} nodes", ready.len(), nodes.len());
+        }
+        containers(&cluster, &name).await
+    })
+    .await?;
+    for proxy in &proxies {
+        wait_until(&format!("{proxy} to serve {HOST}"), CONVERGE_DEADLINE, || async {
+            let (status, body) = cluster_tests::http::get(*proxy, HOST).await?;
+            ensure!(status == 200 && !body.is_empty(), "{proxy} answered {status} {body:?}");
+            Ok(())
+        })
+        .await?;
+    }
+
+    let requests = RequestLoop::start(proxies.clone());
+    let started = std::time::Instant::now();
+    let mut acked = BTreeSet::new();
+    // A new agent under old managers first, then the managers (so the
+    // other agents, still old, run under new ones), then the other agents.
+    upgrade_agent(&mut cluster, 0, &current).await?;
+    write_some(&cluster, "agent-a1", &mut acked).await?;
+    for i in 0..cluster.len() {
+        upgrade(&mut cluster, i, &current).await?;
+        write_some(&cluster, &format!("manager-m{}", i + 1), &mut acked).await?;
+    }
+    let release = wait_until("the cluster version to rise once every manager runs this build", DEADLINE, || async {
+        let status = cluster.manager(0).status().await?;
+        ensure!(status.cluster_version == "0.2", "the cluster version is {:?}", status.cluster_version);
+        Ok(status.members[0].version.clone())
+    })
+    .await?;
+    for i in 1..agents {
+        upgrade_agent(&mut cluster, i, &current).await?;
+        write_some(&cluster, &format!("agent-a{}", i + 1), &mut acked).await?;
+    }
+    let rolled_in = started.elapsed();
+    let (served, failed, errors) = requests.finish().await?;
+
+    // scripts/bench/upgrade.sh reads this line.
+    eprintln!(
+        "rolled 3 managers and {agents} agents in {} ms; {served} requests served, {failed} failed",
+        rolled_in.as_millis()
+    );
+    ensure!(failed == 0, "{failed} of {} requests failed during the upgrade: {errors:?}", served + failed);
+    ensure!(served > 0, "the request loop sent nothing");
+    check_every_write_kept(&cluster, &acked).await?;
+    assert_eq!(containers(&cluster, &name).await?, before, "a task or container was replaced during the upgrade");
+    // An agent that registers once the cluster is at 0.2 has its release recorded.
+    let node = cluster.node(&agent_name(agents - 1)).await?;
+    assert_eq!(node.agent_version, release, "node ls shows the release of the agent upgraded last");
+    Ok(())
+}
+
+/// Agents in the roll: `BERTH_UPGRADE_AGENTS` (the benchmark uses 3), else 2.
+fn agent_count() -> Result<usize> {
+    let agents = match std::env::var("BERTH_UPGRADE_AGENTS") {
+        Ok(n) => n.parse().with_context(|| format!("BERTH_UPGRADE_AGENTS={n} is not a number"))?,
+        Err(_) => 2,
+    };
+    ensure!(agents >= 2, "the roll needs at least 2 agents, so that one proxy serves while another restarts");
+    Ok(agents)
+}
+
+/// Stops agent `i` (its containers keep running), starts it on `bin`, and
+/// waits until its node is ready again.
+async fn upgrade_agent(cluster: &mut Cluster, i: usize, bin: &Path) -> Result<()> {
+    cluster.kill_agent(i)?;
+    cluster.agent_mut(i).set_binary(bin.to_path_buf());
+    cluster.restart_agent(i).await
 }
