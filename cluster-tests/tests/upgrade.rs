@@ -323,9 +323,13 @@ async fn a_service_serves_every_request_while_managers_and_agents_roll_to_this_b
     ensure!(served > 0, "the request loop sent nothing");
     check_every_write_kept(&cluster, &acked).await?;
     assert_eq!(containers(&cluster, &name).await?, before, "a task or container was replaced during the upgrade");
-    // An agent that registers once the cluster is at 0.2 has its release recorded.
-    let node = cluster.node(&agent_name(agents - 1)).await?;
-    assert_eq!(node.agent_version, release, "node ls shows the release of the agent upgraded last");
+    // The agent's release is a 0.2 field: an agent that registered while
+    // the cluster was at 0.1 (managers of 0.1 would drop the field) has
+    // none recorded, one that registered once the cluster is at 0.2 has it.
+    let first = cluster.node(&agent_name(0)).await?;
+    assert_eq!(first.agent_version, "", "a 0.2 field was written while managers of 0.1 were members");
+    let last = cluster.node(&agent_name(agents - 1)).await?;
+    assert_eq!(last.agent_version, release, "node ls shows the release of the agent upgraded last");
     Ok(())
 }
 

@@ -575,15 +575,12 @@ impl ClusterState {
         self.cluster_version.unwrap_or(ClusterVersion::INITIAL)
     }
 
-    pub fn services(&self) -> impl Iterator<Item = &Service> {
-        self.services.values()
-    }
-
-    /// Checks a command against the current state without changing it. The
-    /// leader runs this before proposing, so a request that would be refused
-    /// never becomes a Raft entry; `apply` runs it again because the state
-    /// may have moved between the check and the commit.
-    pub fn check(&self, command: &Command) -> Result<(), CoreError> {
+    /// Refuses a command that needs a higher cluster version than the
+    /// recorded one: a manager of an older release could not read it, or
+    /// would drop part of it. Part of [`ClusterState::check`]; a manager
+    /// that forwards a write runs it too, since the leader it forwards to
+    /// may be of the older release and know nothing of levels.
+    pub fn check_cluster_version(&self, command: &Command) -> Result<(), CoreError> {
         let needed = command.required_version();
         // Raising the level is itself the one write above the level: the
         // leader proposes it only after every voter reported that release.
@@ -594,6 +591,19 @@ impl ClusterState {
                 self.cluster_version()
             )));
         }
+        Ok(())
+    }
+
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
+        self.services.values()
+    }
+
+    /// Checks a command against the current state without changing it. The
+    /// leader runs this before proposing, so a request that would be refused
+    /// never becomes a Raft entry; `apply` runs it again because the state
+    /// may have moved between the check and the commit.
+    pub fn check(&self, command: &Command) -> Result<(), CoreError> {
+        self.check_cluster_version(command)?;
         match command {
             // Each request is checked as it is applied.
             Command::Batch { .. } => Ok(()),

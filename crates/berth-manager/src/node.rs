@@ -102,6 +102,7 @@ impl ManagerNode {
 
     /// Commits a client command through the leader, wherever it is.
     pub async fn write(&self, request_id: String, command: Command) -> Result<Outcome, ManagerError> {
+        self.view.read(|state, _| state.check_cluster_version(&command))?;
         let request = Request { request_id, issued_at_ms: now_ms(), command };
         let deadline = Instant::now() + Duration::from_millis(WRITE_DEADLINE_MS);
         loop {
