@@ -67,11 +67,11 @@ pub async fn supervise(
 }
 
 /// How often a leader whose cluster version is below its own release asks
-/// the voters which release they run.
+/// the other managers which release they run.
 pub const CLUSTER_VERSION_CHECK_MS: u64 = 1_000;
 
 /// Raises the recorded cluster version to the lowest release among the
-/// voters, once every voter answers: a manager being upgraded keeps it
+/// members, once every member answers: a manager being upgraded keeps it
 /// where it is until it is back. Ends when the cluster is at this build's
 /// level, which it cannot pass (the leader is a voter).
 async fn raise_cluster_version(node: Arc<ManagerNode>, leading: CancellationToken) {
@@ -81,7 +81,7 @@ async fn raise_cluster_version(node: Arc<ManagerNode>, leading: CancellationToke
         if current >= ours {
             return;
         }
-        match voters_level(&node).await {
+        match members_level(&node).await {
             Some(level) if level > current => {
                 let command = Command::SetClusterVersion { version: level };
                 match node.write(format!("cluster-version-{level}"), command).await {
@@ -100,14 +100,14 @@ async fn raise_cluster_version(node: Arc<ManagerNode>, leading: CancellationToke
     }
 }
 
-/// The lowest release level among the voters (this one included), or
-/// `None` while one of them does not answer.
-async fn voters_level(node: &ManagerNode) -> Option<ClusterVersion> {
+/// The lowest release level among the members (this one included), or
+/// `None` while one of them does not answer. Learners count: a manager of
+/// the older release still catching up would not read the raise either.
+async fn members_level(node: &ManagerNode) -> Option<ClusterVersion> {
     let membership = node.raft.metrics().borrow().membership_config.membership().clone();
     let mut lowest = ClusterVersion::this_build();
-    for id in membership.voter_ids().filter(|id| *id != node.id) {
-        let addr = membership.get_node(&id)?.addr.clone();
-        let reply = node.ping(&addr).await?;
+    for (_, member) in membership.nodes().filter(|(id, _)| **id != node.id) {
+        let reply = node.ping(&member.addr).await?;
         lowest = lowest.min(ClusterVersion::of_release(&reply.version)?);
     }
     Some(lowest)
