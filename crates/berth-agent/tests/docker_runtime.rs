@@ -66,6 +66,11 @@ fn ensure_test_image() {
     });
 }
 
+/// True when `CI` is set to any value that means yes (`true`, `1`, `yes`).
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
+}
+
 /// The runtime, or `None` (after saying so) when Docker is unreachable
 /// outside CI.
 async fn docker_runtime(test: &str) -> Option<DockerRuntime> {
@@ -78,9 +83,7 @@ async fn docker_runtime_with(test: &str, config: DockerRuntimeConfig) -> Option<
             ensure_test_image();
             Some(runtime)
         }
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true but the Docker Engine is unreachable, so {test} cannot run: {e}")
-        }
+        Err(e) if under_ci() => panic!("under CI the Docker Engine is unreachable, so {test} cannot run: {e}"),
         Err(e) => {
             eprintln!("SKIPPED {test}: the Docker Engine is unreachable: {e}");
             None

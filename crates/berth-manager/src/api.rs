@@ -223,7 +223,7 @@ impl ClusterApi for Api {
         let command = Command::CreateSecret {
             id: crate::node::hex_id(),
             name: request.name,
-            sealed: key.seal(&request.data),
+            sealed: key.seal(&request.data)?,
             size: request.data.len() as u64,
         };
         match self.node.write(request_id_or_new(request.request_id), command).await? {
@@ -268,7 +268,7 @@ impl ClusterApi for Api {
         let command = Command::SetRegistryAuth {
             host: request.host.clone(),
             username: request.username.clone(),
-            sealed_password: key.seal(request.password.as_bytes()),
+            sealed_password: key.seal(request.password.as_bytes())?,
         };
         self.node.write(request_id_or_new(request.request_id), command).await?;
         let registry =

@@ -30,13 +30,18 @@ impl DataKey {
         Ok(DataKey(ChaCha20Poly1305::new(Key::from_slice(&bytes))))
     }
 
-    pub fn seal(&self, clear: &[u8]) -> Vec<u8> {
+    /// Seals `clear`. The cipher refuses only input past its length limit
+    /// (far above any request the API accepts); that is an error, never an
+    /// empty sealed value that would replicate as if it held the secret.
+    pub fn seal(&self, clear: &[u8]) -> Result<Vec<u8>, ManagerError> {
         let nonce = random_bytes::<NONCE_BYTES>();
-        // Encryption with a valid key and nonce cannot fail for in-memory data.
-        let ciphertext = self.0.encrypt(Nonce::from_slice(&nonce), clear).unwrap_or_default();
+        let ciphertext = self
+            .0
+            .encrypt(Nonce::from_slice(&nonce), clear)
+            .map_err(|_| ManagerError::Internal(format!("cannot seal a value of {} bytes", clear.len())))?;
         let mut sealed = nonce.to_vec();
         sealed.extend_from_slice(&ciphertext);
-        sealed
+        Ok(sealed)
     }
 
     pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, ManagerError> {
@@ -66,12 +71,12 @@ mod tests {
     }
 
     #[test]
-    fn a_sealed_secret_opens_and_does_not_contain_the_clear_text() {
-        let key = DataKey::of(&identity()).expect("key");
+    fn a_sealed_secret_opens_and_does_not_contain_the_clear_text() -> Result<(), ManagerError> {
+        let key = DataKey::of(&identity())?;
         let clear = b"correct horse battery staple";
-        let sealed = key.seal(clear);
+        let sealed = key.seal(clear)?;
         assert!(!sealed.windows(clear.len()).any(|w| w == clear), "the clear text shows through");
-        assert_ne!(key.seal(clear), sealed, "every seal has its own nonce");
+        assert_ne!(key.seal(clear)?, sealed, "every seal has its own nonce");
         assert_eq!(key.open(&sealed).expect("opens"), clear);
         let mut tampered = sealed.clone();
         if let Some(last) = tampered.last_mut() {
@@ -79,5 +84,6 @@ mod tests {
         }
         assert!(key.open(&tampered).is_err(), "a changed byte is detected");
         assert!(DataKey::of(&Identity { data_key: String::new(), ..identity() }).is_err());
+        Ok(())
     }
 }
