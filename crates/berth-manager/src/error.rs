@@ -10,6 +10,10 @@ pub enum ManagerError {
     /// No leader, or the leader cannot reach a quorum.
     #[error("no quorum: {0}")]
     NoQuorum(String),
+    /// This manager stopped leading while it served the request; the
+    /// caller retries with the new leader.
+    #[error("leadership moved: this manager no longer leads")]
+    LeadershipMoved,
     #[error("permission denied: {0}")]
     PermissionDenied(String),
     #[error("internal error: {0}")]
@@ -32,7 +36,7 @@ impl From<ManagerError> for Status {
                 CoreError::StaleVersion { .. } | CoreError::Conflict(_) => Code::FailedPrecondition,
                 CoreError::NotInitialised => Code::Unavailable,
             },
-            ManagerError::NoQuorum(_) => Code::Unavailable,
+            ManagerError::NoQuorum(_) | ManagerError::LeadershipMoved => Code::Unavailable,
             ManagerError::PermissionDenied(_) => Code::PermissionDenied,
             ManagerError::Internal(_) => Code::Internal,
         };

@@ -196,7 +196,9 @@ impl ManagerNode {
                         ManagerError::NoQuorum(format!("this manager did not catch up to index {index} in time"))
                     });
                 }
-                Err(ManagerError::NoQuorum(_)) | Err(ManagerError::Internal(_)) if Instant::now() < deadline => {
+                Err(ManagerError::NoQuorum(_) | ManagerError::LeadershipMoved | ManagerError::Internal(_))
+                    if Instant::now() < deadline =>
+                {
                     self.wait_for_leader_change(deadline).await;
                 }
                 Err(e) => return Err(e),
@@ -207,9 +209,7 @@ impl ManagerNode {
     pub async fn read_index_as_leader(&self, budget: Duration) -> Result<u64, ManagerError> {
         match tokio::time::timeout(budget, self.raft.ensure_linearizable()).await {
             Ok(Ok(log_id)) => Ok(log_id.map_or(0, |l| l.index)),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
-                Err(ManagerError::Internal("leadership moved".into()))
-            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => Err(ManagerError::LeadershipMoved),
             Ok(Err(e)) => Err(ManagerError::NoQuorum(e.to_string())),
             Err(_) => Err(ManagerError::NoQuorum(self.no_quorum_message())),
         }
