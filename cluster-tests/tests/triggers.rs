@@ -72,10 +72,17 @@ async fn a_trigger_redeploys_or_scales_and_a_wrong_or_revoked_one_does_nothing()
     for id in &ids {
         berth(&cluster, &["trigger", "rm", id]).await?;
     }
-    ensure!(post(&addr, &path, b"").await? == 404, "a revoked trigger must get 404");
+    // A redeploy or a scale bumps the service's version: a revoked trigger
+    // of either kind must leave it where it is.
+    let revoked_at = cluster.service(&name).await?.version;
+    ensure!(post(&addr, &path, b"").await? == 404, "a revoked redeploy trigger must get 404");
+    ensure!(post(&scale_addr, &scale_path, b"").await? == 404, "a revoked scale trigger must get 404");
+    let after = cluster.service(&name).await?;
     ensure!(
-        cluster.service(&name).await?.spec.and_then(|s| s.replicas) == Some(3),
-        "a revoked trigger changed the service"
+        after.version == revoked_at,
+        "a revoked trigger changed the service: version {revoked_at} -> {}",
+        after.version
     );
+    ensure!(after.spec.and_then(|s| s.replicas) == Some(3), "a revoked trigger scaled the service");
     Ok(())
 }
