@@ -1497,6 +1497,15 @@ mod tests {
     use super::*;
     use crate::{PortMapping, Protocol, ServiceLink};
 
+    /// Applies a request the test needs to succeed: a refusal fails the
+    /// test here, with the reason, rather than later with a puzzle.
+    fn apply_ok(state: &mut ClusterState, index: u64, request: &Request) -> Outcome {
+        match state.apply(index, request).0 {
+            Ok(outcome) => outcome,
+            Err(e) => panic!("request '{}' at index {index} was refused: {e}", request.request_id),
+        }
+    }
+
     fn request(id: &str, command: Command) -> Request {
         Request { request_id: id.to_string(), issued_at_ms: 1_000, command }
     }
@@ -1523,7 +1532,7 @@ mod tests {
     #[test]
     fn a_scale_past_the_maximum_or_of_an_every_node_service_is_refused_and_changes_nothing() {
         let mut state = ClusterState::default();
-        let _ = state.apply(1, &request("a", create("web")));
+        apply_ok(&mut state, 1, &request("a", create("web")));
         let scale = |replicas| Command::ScaleService { name: "web".into(), replicas };
         let (refused, changes) = state.apply(2, &request("b", scale(crate::MAX_REPLICAS + 1)));
         assert!(matches!(refused, Err(CoreError::SpecInvalid { ref field, .. }) if field == "replicas"), "{refused:?}");
@@ -1536,7 +1545,7 @@ mod tests {
         let mut every = ServiceSpec::new("agentd", "busybox");
         every.mode = ServiceMode::EveryNode;
         every.strategy = crate::Strategy::EveryNode;
-        let _ = state.apply(3, &request("c", Command::CreateService { id: "id-agentd".into(), spec: every }));
+        apply_ok(&mut state, 3, &request("c", Command::CreateService { id: "id-agentd".into(), spec: every }));
         let (refused, _) = state.apply(4, &request("d", Command::ScaleService { name: "agentd".into(), replicas: 2 }));
         assert!(matches!(refused, Err(CoreError::SpecInvalid { ref field, .. }) if field == "replicas"), "{refused:?}");
 
@@ -1548,15 +1557,15 @@ mod tests {
     fn each_service_gets_the_next_free_virtual_ip_number_and_keeps_it() {
         let mut state = ClusterState::default();
         for (i, name) in ["a", "b", "c"].iter().enumerate() {
-            let _ = state.apply(i as u64 + 1, &request(name, create(name)));
+            apply_ok(&mut state, i as u64 + 1, &request(name, create(name)));
         }
         let number = |state: &ClusterState, name: &str| state.service(name).map(|s| s.virtual_ip);
         assert_eq!([number(&state, "a"), number(&state, "b"), number(&state, "c")], [Some(1), Some(2), Some(3)]);
-        let _ = state.apply(4, &request("rm", Command::RemoveService { name: "b".into() }));
+        apply_ok(&mut state, 4, &request("rm", Command::RemoveService { name: "b".into() }));
         let spec = ServiceSpec::new("a", "busybox:2");
         let update = Command::UpdateService { name: "a".into(), spec, expected_version: 1 };
-        let _ = state.apply(5, &request("up", update));
-        let _ = state.apply(6, &request("d", create("d")));
+        apply_ok(&mut state, 5, &request("up", update));
+        apply_ok(&mut state, 6, &request("d", create("d")));
         assert_eq!(number(&state, "a"), Some(1), "an update keeps the number");
         assert_eq!(number(&state, "d"), Some(4), "a freed number is not handed out at once");
     }
@@ -1564,7 +1573,7 @@ mod tests {
     #[test]
     fn a_batch_applies_each_request_as_its_own_entry_would() {
         let mut state = ClusterState::default();
-        let _ = state.apply(1, &request("a", create("web")));
+        apply_ok(&mut state, 1, &request("a", create("web")));
         let update = |id: &str, image: &str| {
             let spec = ServiceSpec::new("web", image);
             request(id, Command::UpdateService { name: "web".into(), spec, expected_version: 1 })
@@ -1600,7 +1609,7 @@ mod tests {
     #[test]
     fn a_stale_update_is_refused_and_changes_nothing() {
         let mut state = ClusterState::default();
-        let _ = state.apply(5, &request("a", create("web")));
+        apply_ok(&mut state, 5, &request("a", create("web")));
         let before = state.service("web").cloned();
         let update =
             Command::UpdateService { name: "web".into(), spec: ServiceSpec::new("web", "other"), expected_version: 4 };
@@ -1632,7 +1641,7 @@ mod tests {
 
         let mut web = ServiceSpec::new("web", "busybox");
         web.ports.push(PortMapping { host_port: 80, container_port: 80, protocol: Protocol::Tcp });
-        let _ = state.apply(1, &request("a", Command::CreateService { id: "w".into(), spec: web.clone() }));
+        apply_ok(&mut state, 1, &request("a", Command::CreateService { id: "w".into(), spec: web.clone() }));
         let mut other = web.clone();
         other.name = "other".into();
         let err = state.check(&Command::CreateService { id: "o".into(), spec: other }).expect_err("port taken");
@@ -1653,10 +1662,10 @@ mod tests {
     #[test]
     fn removing_a_linked_service_is_refused() {
         let mut state = ClusterState::default();
-        let _ = state.apply(1, &request("a", create("db")));
+        apply_ok(&mut state, 1, &request("a", create("db")));
         let mut web = ServiceSpec::new("web", "busybox");
         web.links.push(ServiceLink { service: "db".into(), alias: "store".into() });
-        let _ = state.apply(2, &request("b", Command::CreateService { id: "w".into(), spec: web }));
+        apply_ok(&mut state, 2, &request("b", Command::CreateService { id: "w".into(), spec: web }));
         let (response, _) = state.apply(3, &request("c", Command::RemoveService { name: "db".into() }));
         assert!(matches!(response, Err(CoreError::Conflict(_))));
         assert!(state.service("db").is_some());
@@ -1711,15 +1720,15 @@ mod tests {
                 resources: Resources::default(),
                 agent_version: String::new(),
             };
-            let _ = state.apply(i as u64 + 1, &request("", register));
+            apply_ok(&mut state, i as u64 + 1, &request("", register));
         }
-        let _ = state.apply(3, &request("", create("web")));
+        apply_ok(&mut state, 3, &request("", create("web")));
         let mut task = Task::new("t1", "id-web", 1, ServiceSpec::new("web", "busybox"));
         task.node_id = Some("a".into());
         let plan = TaskPlan { create: vec![task], ..TaskPlan::default() };
-        let _ = state.apply(4, &request("", Command::ReconcileTasks(plan)));
+        apply_ok(&mut state, 4, &request("", Command::ReconcileTasks(plan)));
         let assign = Command::AssignTasks { assignments: vec![("t1".into(), "b".into())], unplaceable: vec![] };
-        let _ = state.apply(5, &request("", assign));
+        apply_ok(&mut state, 5, &request("", assign));
         assert_eq!(state.tasks_of_node("a").count(), 0, "no longer on a's list");
         assert_eq!(state.tasks_of_node("b").count(), 1);
     }
@@ -1727,7 +1736,7 @@ mod tests {
     #[test]
     fn a_trigger_fires_by_its_token_hash_and_goes_with_its_service() {
         let mut state = ClusterState::default();
-        let _ = state.apply(1, &request("", create("web")));
+        apply_ok(&mut state, 1, &request("", create("web")));
         let hash = crate::token::hash_token("s3cret");
         let make = |action| Command::CreateTrigger {
             id: format!("t-{action}"),
@@ -1748,7 +1757,7 @@ mod tests {
         assert!(matches!(fired, Ok(Outcome::Service(ref s)) if s.spec.replicas() == Some(2)), "{fired:?}");
         assert_eq!(state.triggers().next().map(|t| t.fired_count), Some(1));
 
-        let _ = state.apply(6, &request("", Command::RemoveService { name: "web".into() }));
+        apply_ok(&mut state, 6, &request("", Command::RemoveService { name: "web".into() }));
         assert_eq!(state.triggers().count(), 0, "a removed service takes its triggers along");
     }
 
