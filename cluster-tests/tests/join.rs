@@ -104,6 +104,14 @@ async fn a_late_joiner_catches_up_from_a_snapshot() -> Result<()> {
     assert_eq!(seen, created);
     let status = late.status().await?;
     assert_eq!(cluster_tests::voters(&status), 4, "the late joiner sees {:?}", status.members);
+    // Caught up from a snapshot, not by replaying the whole log: the log
+    // before the snapshot was purged, so a replay could not have happened.
+    let log = std::fs::read_to_string(late.log_path()).context("reading the late joiner's log")?;
+    ensure!(
+        log.contains("installed a snapshot from the leader"),
+        "the late joiner did not install a snapshot:\n{}",
+        late.log_tail(20)
+    );
     Ok(())
 }
 

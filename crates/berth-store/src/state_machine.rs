@@ -301,7 +301,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // A snapshot from a cluster at a higher version holds its records.
         let level = self.shared.state.read().cluster.cluster_version();
         self.format.cover(level).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        self.persist(&stored).await
+        self.persist(&stored).await?;
+        // Operators (and the catch-up test) tell a snapshot install from a
+        // replay of the log by this line.
+        tracing::info!(snapshot = %meta.snapshot_id, last = ?meta.last_log_id, "installed a snapshot from the leader");
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
