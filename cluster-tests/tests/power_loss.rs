@@ -7,10 +7,11 @@
 //! same commit index.
 //!
 //! The cut comes at a different moment each round, drawn from the seed:
-//! right after an acknowledgement of one client's writes, or in the middle
-//! of many clients' writes, which the leader batches. The snapshot
-//! threshold is a few entries, so snapshots are built, installed and their
-//! logs purged throughout, and many cuts land during one.
+//! right after an acknowledgement of one client's writes, in the middle of
+//! many clients' writes, which the leader batches, or as soon as a manager
+//! starts to store a snapshot (its blob file appears on the disk, before it
+//! is synced). The snapshot threshold is a few entries, so snapshots are
+//! built, installed and their logs purged throughout.
 //!
 //! `BERTH_POWER_CUT_ROUNDS` sets the rounds per test (default
 //! [`DEFAULT_ROUNDS`]); `BERTH_BIN=/path/to/an/older/berth` runs the same
@@ -18,6 +19,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,6 +44,13 @@ const CONCURRENT_WRITERS: usize = 16;
 const WRITES_BEFORE_CUT: std::ops::RangeInclusive<usize> = 20..=80;
 /// Writes after the restart, through every manager.
 const WRITES_AFTER_RESTART: usize = 6;
+/// How long a round cut during a snapshot waits for one to start.
+const SNAPSHOT_WAIT_MS: u64 = 3_000;
+/// How often the disk is looked at for a new snapshot blob.
+const BLOB_POLL_MS: u64 = 1;
+/// A cut that drops at least this much dropped a snapshot being written
+/// (writes between two group commits are a few KiB).
+const SNAPSHOT_BLOB_MIN_BYTES: u64 = 64 * 1024;
 /// How long the cluster may take to elect, answer or converge after a restart.
 const RECOVERY_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -53,6 +62,10 @@ enum CutMoment {
     /// Many clients write at once, so requests wait in the leader's batch
     /// and are in flight on every manager when the power goes.
     MidBatch,
+    /// Many clients write until a manager starts to store a snapshot: sled
+    /// writes a snapshot of this size to a new blob file, and the cut
+    /// comes as soon as one appears on the disk, before it is synced.
+    DuringSnapshot,
 }
 
 #[tokio::test]
@@ -92,11 +105,19 @@ async fn power_cut_rounds(managers: usize) -> Result<()> {
     let mut cluster = Cluster::start(managers, opts).await?;
 
     let mut acked_total = BTreeSet::new();
+    let (mut snapshot_cuts, mut unsynced_snapshot_cuts) = (0, 0);
     for round in 0..rounds {
-        let moment = if rng.gen_bool(0.5) { CutMoment::RightAfterAnAck } else { CutMoment::MidBatch };
+        let moment = match rng.gen_range(0..3) {
+            0 => CutMoment::RightAfterAnAck,
+            1 => CutMoment::MidBatch,
+            _ => CutMoment::DuringSnapshot,
+        };
         let writes = rng.gen_range(WRITES_BEFORE_CUT);
         let addrs: Vec<SocketAddr> = cluster.managers().iter().map(|m| m.addr()).collect();
-        eprintln!("round {round}: {moment:?} after {writes} acknowledged writes");
+        match moment {
+            CutMoment::DuringSnapshot => eprintln!("round {round}: cut as soon as a snapshot blob appears"),
+            _ => eprintln!("round {round}: {moment:?} after {writes} acknowledged writes"),
+        }
         let acked = match moment {
             CutMoment::RightAfterAnAck => {
                 let acked = write_one_at_a_time(&addrs, round, writes).await?;
@@ -110,18 +131,61 @@ async fn power_cut_rounds(managers: usize) -> Result<()> {
                 cut_power(&mut cluster, &disk)?;
                 writers.acknowledged().await?
             }
+            CutMoment::DuringSnapshot => {
+                let known = blob_files(&backing);
+                let writers = write_concurrently(&addrs, round);
+                let seen = wait_for_new_blob(&backing, &known).await;
+                writers.halt();
+                let dropped = cut_power(&mut cluster, &disk)?;
+                if seen {
+                    snapshot_cuts += 1;
+                    if dropped.bytes >= SNAPSHOT_BLOB_MIN_BYTES {
+                        unsynced_snapshot_cuts += 1;
+                    }
+                }
+                writers.acknowledged().await?
+            }
         };
         acked_total.extend(acked);
         restart_all(&mut cluster).await?;
         check_round(&cluster, round, &acked_total).await?;
     }
-    eprintln!("{rounds} power cuts of {managers} manager(s): all {} acknowledged writes kept", acked_total.len());
+    eprintln!(
+        "{rounds} power cuts of {managers} manager(s): all {} acknowledged writes kept; {snapshot_cuts} cut as a \
+         snapshot blob appeared, {unsynced_snapshot_cuts} of them dropping it unsynced",
+        acked_total.len()
+    );
     Ok(())
+}
+
+/// The blob files of every manager's store, as the disk holds them.
+fn blob_files(backing: &Path) -> BTreeSet<PathBuf> {
+    let managers = std::fs::read_dir(backing).into_iter().flatten().flatten();
+    managers
+        .flat_map(|manager| {
+            std::fs::read_dir(manager.path().join("raft").join("blobs")).into_iter().flatten().flatten()
+        })
+        .map(|blob| blob.path())
+        .collect()
+}
+
+/// Polls the disk (not the mount, so it costs the managers nothing) until a
+/// blob file that was not there before appears; false if none does in time
+/// (the state may still be too small for sled to put it in a blob).
+async fn wait_for_new_blob(backing: &Path, known: &BTreeSet<PathBuf>) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(SNAPSHOT_WAIT_MS);
+    while tokio::time::Instant::now() < deadline {
+        if blob_files(backing).difference(known).next().is_some() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(BLOB_POLL_MS)).await;
+    }
+    false
 }
 
 /// SIGKILL every manager, then drop every byte they had not synced: from
 /// the disk's side, the power went at the moment of the kill.
-fn cut_power(cluster: &mut Cluster, disk: &PowerCutFs) -> Result<()> {
+fn cut_power(cluster: &mut Cluster, disk: &PowerCutFs) -> Result<berth_powercut::CutReport> {
     for i in 0..cluster.len() {
         if cluster.manager(i).is_running() {
             cluster.kill(i)?;
@@ -129,7 +193,7 @@ fn cut_power(cluster: &mut Cluster, disk: &PowerCutFs) -> Result<()> {
     }
     let dropped = disk.cut_power();
     eprintln!("power cut: dropped {} unsynced bytes of {} files", dropped.bytes, dropped.files);
-    Ok(())
+    Ok(dropped)
 }
 
 async fn restart_all(cluster: &mut Cluster) -> Result<()> {
