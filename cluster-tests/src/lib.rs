@@ -1077,9 +1077,17 @@ impl Cluster {
 }
 
 /// Whether a client should retry a write elsewhere: the manager could not
-/// commit it now (no quorum, leader change) or the connection broke.
+/// commit it now (no quorum, leader change) or the connection broke, as
+/// the CLI decides. A connection that breaks mid-request (a manager that
+/// exits) surfaces as Unknown or Internal with the local transport error as
+/// its source; a status a manager sent carries none.
 pub fn retryable(status: &tonic::Status) -> bool {
-    matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded)
+    use std::error::Error as _;
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => true,
+        tonic::Code::Unknown | tonic::Code::Internal => status.source().is_some(),
+        _ => false,
+    }
 }
 
 /// `berth join-token ROLE -q --manager ADDR`.
