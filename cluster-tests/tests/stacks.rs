@@ -139,10 +139,15 @@ async fn malformed_and_invalid_stack_files_are_errors_at_line_and_column_that_ch
         return Ok(());
     };
     let dir = tempfile::tempdir()?;
+    // Each error starts with the file, line and column it is about.
     let cases = [
-        ("services:\n  web:\n    image: [unclosed\n", "compose.yml:"),
-        ("services:\n  web:\n    image: busybox\n    deploy:\n      replicas: -1\n", "compose.yml:5:"),
-        ("services:\n  web:\n    image: busybox\n    links: [nowhere]\n", "compose.yml:4:"),
+        // The unclosed sequence is found where the file ends.
+        ("services:\n  web:\n    image: [unclosed\n", "compose.yml:4:1: invalid YAML"),
+        (
+            "services:\n  web:\n    image: busybox\n    deploy:\n      replicas: -1\n",
+            "compose.yml:5:17: services.web.deploy.replicas",
+        ),
+        ("services:\n  web:\n    image: busybox\n    links: [nowhere]\n", "compose.yml:4:13: services.web.links[0]"),
     ];
     for (text, position) in cases {
         let file = write(dir.path(), text)?;
