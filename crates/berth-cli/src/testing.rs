@@ -30,6 +30,8 @@ struct State {
     /// Successive rollouts `GetService` reports after a redeploy or
     /// rollback; the last one repeats.
     rollout_script: VecDeque<proto::Rollout>,
+    /// `GetService` answers that carried a scripted rollout.
+    rollout_reads: usize,
 }
 
 #[derive(Clone, Default)]
@@ -101,6 +103,11 @@ impl FakeCluster {
 
     pub fn script_rollouts(&self, rollouts: impl IntoIterator<Item = proto::Rollout>) {
         self.fake.lock().rollout_script.extend(rollouts);
+    }
+
+    /// How many times a client read a scripted rollout.
+    pub fn rollout_reads(&self) -> usize {
+        self.fake.lock().rollout_reads
     }
 
     pub fn fail_next(&self, statuses: impl IntoIterator<Item = Status>) {
@@ -268,10 +275,13 @@ impl ClusterApi for Fake {
         };
         let index = state.last_index;
         let service = state.services.get_mut(&name).ok_or_else(|| not_found(&name))?;
-        if next_rollout.is_some() {
+        let read_a_script = next_rollout.is_some();
+        if read_a_script {
             service.rollout = next_rollout;
         }
-        Ok(Response::new(proto::ServiceReply { service: Some(service.clone()), index }))
+        let reply = proto::ServiceReply { service: Some(service.clone()), index };
+        state.rollout_reads += usize::from(read_a_script);
+        Ok(Response::new(reply))
     }
 
     async fn registry_login(

@@ -438,6 +438,9 @@ mod tests {
         let mut client = Client::new(&[cluster.address()]).expect("valid address");
 
         follow_rollout(&mut client, service, 1, Duration::from_secs(10)).await.expect("completes");
+        // The script only moves on when read: "completed" is reached after
+        // both "rolling" states were read, and nothing is read after it.
+        assert_eq!(cluster.rollout_reads(), 3, "every scripted state is read once, the last one ends the follow");
     }
 
     #[tokio::test]
