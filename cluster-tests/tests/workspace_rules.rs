@@ -45,6 +45,23 @@ fn every_rust_file_opens_with_a_module_doc() {
 }
 
 /// The layer of each crate; a crate may only depend on lower layers.
+/// The workspace's packages as `cargo metadata` describes them: the
+/// dependency graph as cargo resolves it, not as a manifest reads.
+fn workspace_packages() -> Vec<serde_json::Value> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .current_dir(workspace())
+        .output()
+        .unwrap_or_else(|e| panic!("running cargo metadata: {e}"));
+    assert!(output.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr));
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("cargo metadata printed no JSON: {e}"));
+    let packages = metadata["packages"].as_array().cloned().unwrap_or_default();
+    assert!(packages.len() > 10, "cargo metadata listed only {} packages", packages.len());
+    packages
+}
+
 fn layers() -> BTreeMap<&'static str, u8> {
     BTreeMap::from([
         ("berth-core", 0),
@@ -68,26 +85,26 @@ fn layers() -> BTreeMap<&'static str, u8> {
 fn crate_dependencies_point_one_way() {
     let layers = layers();
     let mut violations = Vec::new();
-    for (krate, layer) in &layers {
-        let manifest = workspace().join("crates").join(krate).join("Cargo.toml");
-        let text = fs::read_to_string(&manifest).unwrap_or_else(|e| panic!("{}: {e}", manifest.display()));
-        let mut in_normal_deps = false;
-        for line in text.lines() {
-            let line = line.trim();
-            if line.starts_with('[') {
-                in_normal_deps = line == "[dependencies]";
-                continue;
+    for package in workspace_packages() {
+        let krate = package["name"].as_str().unwrap_or_default().to_string();
+        let Some(layer) = layers.get(krate.as_str()) else {
+            if krate.starts_with("berth-") {
+                violations.push(format!("{krate} has no layer here"));
             }
-            if !in_normal_deps {
-                continue;
-            }
-            let name = line.split(['.', ' ', '=']).next().unwrap_or_default();
-            if let Some(dep_layer) = layers.get(name) {
-                if dep_layer >= layer {
-                    violations.push(format!("{krate} (layer {layer}) depends on {name} (layer {dep_layer})"));
+            continue;
+        };
+        // Normal dependencies only: tests and build scripts may reach anywhere.
+        let normal = package["dependencies"].as_array().into_iter().flatten().filter(|d| d["kind"].is_null());
+        for dependency in normal {
+            let name = dependency["name"].as_str().unwrap_or_default();
+            match layers.get(name) {
+                Some(dep_layer) if dep_layer >= layer => {
+                    violations.push(format!("{krate} (layer {layer}) depends on {name} (layer {dep_layer})"))
                 }
-            } else if name.starts_with("berth-") {
-                violations.push(format!("{krate} depends on {name}, which has no layer here"));
+                None if name.starts_with("berth-") => {
+                    violations.push(format!("{krate} depends on {name}, which has no layer here"))
+                }
+                _ => {}
             }
         }
     }
