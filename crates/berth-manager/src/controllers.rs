@@ -39,6 +39,25 @@ pub async fn supervise(
                 changed = metrics.changed() => if changed.is_err() { return },
             }
         }
+        // A new leader may not have applied everything its predecessor
+        // committed yet; controllers deciding on that state would plan again
+        // what is already planned (a second task for a slot). The read
+        // index waits until this leader's own first entry is applied.
+        let caught_up = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            read = tokio::time::timeout(
+                Duration::from_millis(crate::node::LEADER_COMMIT_TIMEOUT_MS),
+                node.raft.ensure_linearizable(),
+            ) => matches!(read, Ok(Ok(_))),
+        };
+        if !caught_up {
+            // No quorum to confirm this leadership yet: look again shortly.
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(CONTROLLER_RETRY_MS)) => {}
+            }
+            continue;
+        }
         let term = metrics.borrow().current_term;
         info!(term, "leading: starting the orchestrator, scheduler and liveness checks");
         let leading = shutdown.child_token();
