@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use crate::docker::{Container, Engine, TEST_IMAGE};
-use crate::proto::{Node, ServiceSpec, Task};
+use crate::proto::{EnvVar, Node, ServiceSpec, Task};
 use crate::{wait_until, AgentOpts, Cluster, ClusterOpts};
 
 /// Managers of every Docker test cluster: enough to lose one.
@@ -48,6 +48,21 @@ pub fn unique_name(prefix: &str) -> String {
 /// would ignore SIGTERM).
 pub fn sleeper_command() -> Vec<String> {
     ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"].map(String::from).to_vec()
+}
+
+/// busybox httpd serving the container's hostname behind the virtual host
+/// `host`, stopping at once on SIGTERM.
+pub fn hostname_web(name: &str, replicas: i64, host: &str) -> ServiceSpec {
+    let script = "mkdir -p /www && hostname > /www/index.html && httpd -f -p 80 -h /www & \
+                  trap 'kill $!; exit 0' TERM; wait";
+    ServiceSpec {
+        name: name.to_string(),
+        image: TEST_IMAGE.to_string(),
+        command: ["sh", "-c", script].map(String::from).to_vec(),
+        replicas: Some(replicas),
+        env: vec![EnvVar { name: "VIRTUAL_HOST".into(), value: host.into() }],
+        ..ServiceSpec::default()
+    }
 }
 
 /// A replicated service of `replicas` sleepers on the test image.

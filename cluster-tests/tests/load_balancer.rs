@@ -11,25 +11,18 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Result};
 use cluster_tests::proto::{ServiceSpec, UpdateConfig};
-use cluster_tests::workload::{agent_name, docker_cluster, unique_name};
+use cluster_tests::workload::{agent_name, docker_cluster, hostname_web, unique_name};
 use cluster_tests::{cli, free_port, request_id, wait_until, AgentOpts, Cluster};
 
 const CONVERGE_DEADLINE: Duration = Duration::from_secs(60);
 const REQUEST_DEADLINE: Duration = cluster_tests::http::HTTP_DEADLINE;
 const HOST: &str = "shop.test";
 
-/// busybox httpd serving the container's hostname, stopping at once on SIGTERM.
+/// The hostname web service, updated one task at a time without a monitor.
 fn web(name: &str, replicas: i64) -> ServiceSpec {
-    let script = "mkdir -p /www && hostname > /www/index.html && httpd -f -p 80 -h /www & \
-                  trap 'kill $!; exit 0' TERM; wait";
     ServiceSpec {
-        name: name.to_string(),
-        image: cluster_tests::docker::TEST_IMAGE.to_string(),
-        command: ["sh", "-c", script].map(String::from).to_vec(),
-        replicas: Some(replicas),
-        env: vec![cluster_tests::proto::EnvVar { name: "VIRTUAL_HOST".into(), value: HOST.into() }],
         update: Some(UpdateConfig { parallelism: Some(1), monitor_ms: Some(0), ..UpdateConfig::default() }),
-        ..ServiceSpec::default()
+        ..hostname_web(name, replicas, HOST)
     }
 }
 

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use cluster_tests::proto::{EnvVar, ReadConsistency, ServiceSpec};
-use cluster_tests::workload::{agent_name, unique_name};
+use cluster_tests::proto::{ReadConsistency, ServiceSpec};
+use cluster_tests::workload::{agent_name, hostname_web, unique_name};
 use cluster_tests::{
     berth_bin, free_port, list_services, names, previous_release_bin, request_id, service_spec, wait_until, AgentOpts,
     Cluster, ClusterOpts, Engine,
@@ -176,18 +176,8 @@ fn tree_digest(dir: &Path) -> Result<BTreeMap<PathBuf, (u64, u64)>> {
 const HOST: &str = "upgrade.test";
 const CONVERGE_DEADLINE: Duration = Duration::from_secs(60);
 
-/// busybox httpd behind a virtual host, stopping at once on SIGTERM.
 fn web(name: &str, replicas: i64) -> ServiceSpec {
-    let script = "mkdir -p /www && hostname > /www/index.html && httpd -f -p 80 -h /www & \
-                  trap 'kill $!; exit 0' TERM; wait";
-    ServiceSpec {
-        name: name.to_string(),
-        image: cluster_tests::docker::TEST_IMAGE.to_string(),
-        command: ["sh", "-c", script].map(String::from).to_vec(),
-        replicas: Some(replicas),
-        env: vec![EnvVar { name: "VIRTUAL_HOST".into(), value: HOST.into() }],
-        ..ServiceSpec::default()
-    }
+    hostname_web(name, replicas, HOST)
 }
 
 /// Requests sent to the first proxy that answers, as a client behind two
